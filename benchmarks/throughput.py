@@ -1,0 +1,98 @@
+"""Training throughput: imgcls's Trainer against a bare PyTorch loop over the same network,
+batch size and optimizer, in one process, alternating rounds; prints medians and the ratio.
+
+    python benchmarks/throughput.py [--data ../shared/datasets/cifar10-jpeg.tar.gz]
+        [--batch-size 2000] [--steps 4] [--rounds 3]
+
+The bare loop is what a user would write by hand: pre-normalized float tensors in memory,
+index a batch, forward, loss, backward, step; no augmentation. imgcls does its whole
+per-batch pipeline (gather, flip + translate, normalize, metrics, callbacks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from imgcls.config import load_config
+from imgcls.data import load_data
+from imgcls.models import create_model
+from imgcls.tracking.run import Run
+from imgcls.train.trainer import Trainer, channel_stats
+
+
+def bare_loop(images: torch.Tensor, labels: torch.Tensor, batch_size: int, steps: int,
+              model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> float:
+    model.train()
+    order = torch.randperm(len(labels))
+    start = time.perf_counter()
+    for step in range(steps):
+        idx = order[step * batch_size:(step + 1) * batch_size]
+        loss = F.cross_entropy(model(images[idx]), labels[idx], label_smoothing=0.2)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default="../shared/datasets/cifar10-jpeg.tar.gz")
+    parser.add_argument("--config", default="configs/cifar10-fast.yaml")
+    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default="benchmarks/results/throughput.txt")
+    args = parser.parse_args()
+
+    sets = [f"data.source=folder", f"data.path={args.data}", "data.val_fraction=0",
+            f"data.train_subset={args.batch_size * args.steps}",
+            f"train.batch_size={args.batch_size}", "train.tensorboard=false",
+            "optim.name=sgd", "optim.lr=0.001", "optim.norm_lr_scale=1", "train.tta=none",
+            "train.loss_reduction=mean", "train.checkpoint.monitor=train_loss"]
+    cfg = load_config(args.config, sets)
+    data = load_data(cfg.data)
+    tmp = Path("/tmp/imgcls-throughput-run")
+    trainer = Trainer(cfg, Run(tmp), data)
+
+    mean, std = channel_stats(data.train)
+    images = torch.from_numpy(data.train.images).permute(0, 3, 1, 2).float().div(255)
+    images = ((images - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)).contiguous(
+        memory_format=torch.channels_last)
+    labels = torch.from_numpy(data.train.labels)
+    torch.manual_seed(0)
+    model = create_model(cfg.model.name, 10).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.001,
+                                momentum=0.85, nesterov=True, weight_decay=5e-4)
+
+    for cb in trainer.callbacks:  # its progress bar is part of what is measured
+        cb.on_fit_start(trainer)
+    bare_loop(images, labels, args.batch_size, 1, model, optimizer)  # warm-up
+    trainer.train_epoch(0)
+    bare, ours = [], []
+    for r in range(args.rounds):
+        bare.append(bare_loop(images, labels, args.batch_size, args.steps, model, optimizer))
+        ours.append(trainer.train_epoch(r + 1)["images_per_second"])
+        print(f"round {r + 1}: bare {bare[-1]:.1f} img/s, imgcls {ours[-1]:.1f} img/s")
+    b, o = statistics.median(bare), statistics.median(ours)
+    lines = [
+        f"# {datetime.now():%Y-%m-%d %H:%M} {cfg.model.name} batch {args.batch_size} float32 "
+        f"{'channels_last' if cfg.train.channels_last else 'NCHW'}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, median of {args.rounds} rounds x {args.steps} steps",
+        f"bare_pytorch_loop_images_per_second {b:.1f}",
+        f"imgcls_trainer_images_per_second {o:.1f}",
+        f"imgcls_over_bare_ratio {o / b:.3f}",
+    ]
+    print("\n".join(lines))
+    with open(args.out, "a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""The whole experiment configuration in one place.
+
+Every setting a run depends on lives in these pydantic models, so a config file is
+validated completely before any data is read or any model is built, and the resolved
+config saved with a run reproduces it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from imgcls.registry import closest
+
+Metric = Literal["val_accuracy", "val_loss", "train_accuracy", "train_loss"]
+
+
+class ConfigError(ValueError):
+    """A config problem, worded for the person who wrote the config."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    source: str = "cifar10"
+    path: str | None = None  # archive, folder or download target; None = the cache dir
+    image_size: int | None = Field(None, ge=8, le=1024)  # None = the source's native size
+    resize: Literal["center_crop", "squash", "pad"] = "center_crop"
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # folders without a test/ split only
+    labels: Literal["fine", "coarse"] = "fine"  # cifar100 only
+    on_corrupt: Literal["skip", "error"] = "skip"
+    sha256: str | None = None  # expected checksum of the archive (overrides the official one)
+    url: str | None = None  # download from here instead of the official URL (file:// works)
+    download: bool = True
+    cache_dir: str | None = None  # default: $IMGCLS_CACHE or ~/.cache/imgcls
+    train_subset: int | None = Field(None, ge=1)  # stratified subset of the training data
+    split_seed: int = 0  # fixes the val/test split across run seeds
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, name: str) -> str:
+        from imgcls.data import SOURCES
+
+        if name not in SOURCES:
+            raise ValueError(SOURCES.unknown_message(name))
+        return name
+
+
+class ModelConfig(Strict):
+    name: str = "fastnet94"
+    args: dict[str, Any] = Field(default_factory=dict)  # extra keyword arguments
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from imgcls.models import check_model_name
+
+        check_model_name(name)
+        return name
+
+
+class AugmentConfig(Strict):
+    flip: Literal["none", "random", "alternate"] = "random"
+    translate: int = Field(0, ge=0, le=64)  # max shift in pixels (reflect-padded crop)
+
+
+class OptimConfig(Strict):
+    name: str = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    norm_weight_decay: float = Field(0.0, ge=0)  # for norm layers and biases
+    norm_lr_scale: float = Field(1.0, gt=0)  # their lr = lr * norm_lr_scale
+    muon_lr: float = Field(0.02, gt=0)  # `muon` only: lr of the conv filters
+    muon_momentum: float = Field(0.95, ge=0, lt=1)
+
+    @field_validator("name")
+    @classmethod
+    def _known_optimizer(cls, name: str) -> str:
+        from imgcls.train.optim import OPTIMIZERS
+
+        if name not in OPTIMIZERS:
+            raise ValueError(OPTIMIZERS.unknown_message(name))
+        return name
+
+
+class ScheduleConfig(Strict):
+    name: str = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    start_factor: float = Field(0.0, ge=0)  # lr multiplier at step 0 of the warm-up
+    end_factor: float = Field(0.0, ge=0)  # lr multiplier at the last step
+
+    @field_validator("name")
+    @classmethod
+    def _known_schedule(cls, name: str) -> str:
+        from imgcls.train.schedule import SCHEDULES
+
+        if name not in SCHEDULES:
+            raise ValueError(SCHEDULES.unknown_message(name))
+        return name
+
+
+class CheckpointConfig(Strict):
+    monitor: Metric = "val_accuracy"
+    mode: Literal["max", "min"] = "max"
+
+
+class EarlyStoppingConfig(Strict):
+    monitor: Metric = "val_loss"
+    mode: Literal["max", "min"] = "min"
+    patience: int = Field(10, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    micro_batch_size: int | None = Field(None, ge=1)  # split batches, accumulate gradients
+    eval_batch_size: int = Field(1000, ge=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    loss_reduction: Literal["mean", "sum"] = "mean"  # sum: lr is per example (airbench)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "none"  # CUDA only
+    channels_last: bool = True
+    deterministic: bool = False  # bitwise-repeatable kernels, for resume checks
+    threads: int | None = Field(None, ge=1)
+    tta: Literal["none", "mirror", "mirror_translate"] = "none"
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    early_stopping: EarlyStoppingConfig | None = None
+    tensorboard: bool = True
+
+
+class Config(Strict):
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the key at `loc`, to list its valid keys."""
+    model: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if model else None
+        annotation = field.annotation if field else None
+        model = annotation if isinstance(annotation, type) and issubclass(
+            annotation, BaseModel) else None
+        if annotation is not None and model is None:  # e.g. `EarlyStoppingConfig | None`
+            for arg in getattr(annotation, "__args__", ()):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    model = arg
+    return model
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        owner = _section_model(error["loc"])
+        valid = list(owner.model_fields) if owner else []
+        name = str(error["loc"][-1])
+        return f"unknown key {key!r}{closest(name, valid)}; valid keys here: {', '.join(valid)}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{key} = {error['input']!r}: {message}"
+
+
+def validate(raw: dict[str, Any], origin: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = "\n".join(f"  - {_describe(e)}" for e in exc.errors())
+        raise ConfigError(f"{origin}: invalid configuration:\n{problems}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`optim.lr=0.05` -> (['optim', 'lr'], 0.05); values are parsed as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.lr=0.05")
+    return key.strip().split("."), yaml.safe_load(value) if value.strip() else None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(path[: i + 1])
+                raise ConfigError(f"--set {text!r}: {where} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config (or the defaults when `path` is None) and apply `--set`s."""
+    raw = read_yaml(path) if path is not None else {}
+    origin = str(path) if path is not None else "defaults"
+    if overrides:
+        origin += " with --set " + " ".join(overrides)
+    return validate(apply_overrides(raw, list(overrides)), origin)

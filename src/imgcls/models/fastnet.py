@@ -1,0 +1,83 @@
+"""The fast CIFAR network: the techniques of the airbench speed records (arXiv 2404.00498),
+written for imgcls.
+
+- a frozen 2x2 "whitening" conv initialized from the eigenvectors of the training patches'
+  covariance (plus their negatives), so the first layer decorrelates pixels from step one;
+- three groups conv3x3 -> maxpool -> BN -> GELU -> conv3x3 -> BN -> GELU;
+- conv filters initialized as identity (Dirac) kernels, so the untrained net passes its
+  input through;
+- BatchNorm with frozen scale, tiny eps and fast-moving statistics;
+- a bias-free linear head scaled down by the width.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class FastBatchNorm(nn.BatchNorm2d):
+    def __init__(self, num_features: int, momentum: float = 0.4, eps: float = 1e-12):
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.weight.requires_grad_(False)  # only the shift is learned
+
+
+class IdentityConv(nn.Conv2d):
+    def __init__(self, cin: int, cout: int):
+        super().__init__(cin, cout, kernel_size=3, padding="same", bias=False)
+        with torch.no_grad():
+            nn.init.dirac_(self.weight[: min(cin, cout)])
+
+
+class ConvGroup(nn.Sequential):
+    def __init__(self, cin: int, cout: int):
+        super().__init__(
+            IdentityConv(cin, cout), nn.MaxPool2d(2), FastBatchNorm(cout), nn.GELU(),
+            IdentityConv(cout, cout), FastBatchNorm(cout), nn.GELU(),
+        )
+
+
+class FastNet(nn.Module):
+    def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (64, 256, 256),
+                 whiten_kernel: int = 2, whiten_bias_epochs: float = 3.0):
+        super().__init__()
+        whiten_width = 2 * 3 * whiten_kernel**2
+        self.whiten = nn.Conv2d(3, whiten_width, whiten_kernel, padding=0, bias=True)
+        self.whiten.weight.requires_grad_(False)
+        self.whiten_bias_epochs = whiten_bias_epochs
+        self.groups = nn.Sequential(
+            nn.GELU(),
+            ConvGroup(whiten_width, widths[0]),
+            ConvGroup(widths[0], widths[1]),
+            ConvGroup(widths[1], widths[2]),
+            nn.AdaptiveMaxPool2d(1),  # = MaxPool2d(3) at 32 px; any input size works
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(widths[2], num_classes, bias=False)
+        self.head_scale = 1.0 / widths[2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.groups(self.whiten(x))) * self.head_scale
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """Whitening weights from the patch covariance of (normalized) training images."""
+        k = self.whiten.kernel_size[0]
+        c = images.shape[1]
+        patches = images.float().unfold(2, k, 1).unfold(3, k, 1)  # N, C, H', W', k, k
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k * k)
+        covariance = patches.T @ patches / len(patches)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        order = eigenvalues.argsort(descending=True)
+        filters = eigenvectors.T[order] / torch.sqrt(eigenvalues[order] + eps)[:, None]
+        filters = filters.reshape(-1, c, k, k)
+        self.whiten.weight.copy_(torch.cat([filters, -filters]))
+
+    def lr_horizons(self) -> dict[str, float]:
+        """Parameters whose learning rate runs its schedule over fewer epochs than the run:
+        the whitening bias is tuned only early, then frozen."""
+        return {"whiten.bias": self.whiten_bias_epochs}
+
+
+def fastnet94(num_classes: int = 10, image_size: int = 32, **kwargs) -> FastNet:
+    return FastNet(num_classes, widths=(64, 256, 256), **kwargs)

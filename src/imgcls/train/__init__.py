@@ -1,0 +1,96 @@
+"""Training entry points: `train` starts or resumes a run; `load_model` reloads one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from imgcls.config import Config
+from imgcls.data import load_data
+from imgcls.tracking.run import Run, environment
+from imgcls.train.trainer import Trainer
+
+__all__ = ["Trainer", "train", "load_model"]
+
+
+def train(cfg: Config | None = None, run_dir: str | Path | None = None,
+          resume: str | Path | None = None) -> tuple[Run, dict[str, Any]]:
+    """Train `cfg` into a new run folder, or continue the run in `resume` from its last
+    checkpoint (its own saved config wins; the result equals an uninterrupted run)."""
+    if resume is not None:
+        run = Run(resume)
+        cfg = run.config()
+    else:
+        run = Run.create(cfg, run_dir)
+    data = load_data(cfg.data)
+    trainer = Trainer(cfg, run, data)
+    last = run.checkpoints / "last.pt"
+    if resume is not None and last.is_file():
+        trainer.load_state_dict(torch.load(last, map_location=trainer.device,
+                                           weights_only=True))
+        run.truncate_metrics(trainer.epoch)
+    elif resume is not None:
+        run.truncate_metrics(0)  # killed before the first checkpoint: start over
+    run.write_json("environment.json", environment(str(trainer.device)))
+    run.write_json("preprocess.json", {
+        "classes": data.classes, "image_size": data.image_size, "resize": cfg.data.resize,
+        "mean": trainer.mean.tolist(), "std": trainer.std.tolist(),
+        "skipped_files": data.skipped})
+    summary = trainer.fit()
+    run.write_json("summary.json", summary)
+    return run, summary
+
+
+def load_model(run_dir: str | Path, checkpoint: str = "best",
+               device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any], Config]:
+    """The trained model of a run, in eval mode, with its preprocess.json."""
+    from imgcls.models import create_model
+
+    run = Run(run_dir)
+    cfg = run.config()
+    pre = run.read_json("preprocess.json")
+    path = run.checkpoints / f"{checkpoint}.pt"
+    if pre is None or not path.is_file():
+        raise FileNotFoundError(f"{run.path}: no {path.name} checkpoint; has the run trained "
+                                "for at least one epoch?")
+    state = torch.load(path, map_location=device, weights_only=True)
+    model = create_model(cfg.model.name, len(pre["classes"]), pre["image_size"],
+                         **cfg.model.args)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), pre, cfg
+
+
+def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None,
+                 tta: str | None = None, checkpoint: str = "best") -> dict[str, Any]:
+    """Accuracy of a run's saved model on its own test split, or on another image folder
+    whose class sub-folders carry the run's class names."""
+    from imgcls.data import DataError, load_data
+    from imgcls.data.loader import BatchLoader
+    from imgcls.train.evaluate import evaluate
+
+    model, pre, cfg = load_model(run_dir, checkpoint)
+    if data_path is None:
+        test = load_data(cfg.data).test
+    else:
+        folder_cfg = cfg.data.model_copy(update={"source": "folder", "path": str(data_path),
+                                                 "image_size": pre["image_size"]})
+        from imgcls.data import load_source
+
+        source, _ = load_source(folder_cfg)
+        unknown = sorted(set(source.classes) - set(pre["classes"]))
+        if unknown:
+            raise DataError(f"{data_path}: classes {unknown} are not among the run's classes "
+                            f"{pre['classes']}")
+        test = source.test or source.train
+        names = source.classes
+        test = type(test)(test.images, torch.tensor(
+            [pre["classes"].index(names[i]) for i in test.labels]).numpy())
+    loader = BatchLoader(test, cfg.train.eval_batch_size, torch.tensor(pre["mean"]),
+                         torch.tensor(pre["std"]), torch.device("cpu"),
+                         channels_last=cfg.train.channels_last)
+    tta = tta or cfg.train.tta
+    return {"run": str(run_dir), "checkpoint": checkpoint, "images": len(test), "tta": tta,
+            **evaluate(model, loader, tta)}

@@ -1,0 +1,227 @@
+"""The training loop. `Trainer.train_epoch` is the whole step, top to bottom; everything
+cross-cutting (checkpoints, early stopping, logs, progress) is a callback."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from imgcls.augment import create_augment
+from imgcls.config import Config, ConfigError
+from imgcls.data import DataSplits, ImageSet
+from imgcls.data.loader import BatchLoader, epoch_seed
+from imgcls.models import create_model
+from imgcls.tracking.run import Run, environment
+from imgcls.train.callbacks import (Callback, Checkpoint, EarlyStopping, MetricsLog,
+                                    ProgressBar, TensorBoard)
+from imgcls.train.evaluate import evaluate
+from imgcls.train.optim import create_optimizer
+from imgcls.train.schedule import create_scheduler
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device = 'cuda': no CUDA device is available; use auto or cpu")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
+                        "cpu" if name == "auto" else name)
+
+
+def channel_stats(images: ImageSet, limit: int = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (0-1 scale) of the first `limit` training images."""
+    sample = torch.from_numpy(images.images[:limit]).double().div_(255).reshape(-1, 3)
+    return sample.mean(0).float(), sample.std(0).float()
+
+
+def monitored(metric: str, has_val: bool) -> str:
+    """Without a validation split, monitor the training twin of a val_* metric."""
+    return metric if has_val or not metric.startswith("val_") else "train_" + metric[4:]
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run: Run, data: DataSplits):
+        self.cfg, self.run, self.data = cfg, run, data
+        t = cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        torch.use_deterministic_algorithms(t.deterministic)
+        self.device = resolve_device(t.device)
+        if t.amp == "fp16" and self.device.type != "cuda":
+            raise ConfigError("train.amp = 'fp16' needs CUDA; on the CPU use 'bf16' or 'none'")
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
+
+        self.mean, self.std = channel_stats(data.train)
+        common = dict(mean=self.mean, std=self.std, device=self.device,
+                      channels_last=t.channels_last)
+        self.train_loader = BatchLoader(
+            data.train, t.batch_size, shuffle=True, drop_last=len(data.train) > t.batch_size,
+            augment=create_augment(cfg.augment), seed=cfg.seed, **common)
+        self.val_loader = (BatchLoader(data.val, t.eval_batch_size, **common)
+                           if data.val is not None else None)
+        self.test_loader = BatchLoader(data.test, t.eval_batch_size, **common)
+
+        torch.manual_seed(cfg.seed)  # the seed fixes the initialization
+        self.model = create_model(cfg.model.name, len(data.classes), data.image_size,
+                                  **cfg.model.args).to(self.device)
+        if t.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = create_optimizer(self.model, cfg.optim)
+        self.scheduler = create_scheduler(self.optimizer, cfg.schedule,
+                                          len(self.train_loader), t.epochs)
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing,
+                                           reduction=t.loss_reduction)
+        self.callbacks = self._callbacks()
+        self.epoch = 0  # epochs completed
+        self.started = time.perf_counter()
+        self.earlier_wall_seconds = 0.0  # spent before an interruption, when resumed
+        self.train_seconds = 0.0
+        self.images_seen = 0
+        self.stop_reason: str | None = None
+
+    @property
+    def has_val(self) -> bool:
+        return self.val_loader is not None
+
+    def _callbacks(self) -> list[Callback]:
+        t = self.cfg.train
+        callbacks: list[Callback] = [MetricsLog()]
+        if t.early_stopping:
+            e = t.early_stopping
+            callbacks.append(EarlyStopping(monitored(e.monitor, self.has_val), e.mode,
+                                           e.patience, e.min_delta))
+        if t.tensorboard:
+            callbacks.append(TensorBoard())
+        callbacks.append(ProgressBar())
+        callbacks.append(Checkpoint(monitored(t.checkpoint.monitor, self.has_val),
+                                    t.checkpoint.mode))  # last: saves the others' state
+        return callbacks
+
+    # -- the step ---------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        model, optimizer, scaler = self.model, self.optimizer, self.scaler
+        model.train()
+        torch.manual_seed(epoch_seed(self.cfg.seed, epoch, 2))  # dropout & co. per epoch
+        summed = self.cfg.train.loss_reduction == "sum"
+        micro = self.cfg.train.micro_batch_size or self.cfg.train.batch_size
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        start = time.perf_counter()
+        for x, y in self.train_loader.epoch(epoch):
+            optimizer.zero_grad(set_to_none=True)
+            for xs, ys in zip(x.split(micro), y.split(micro), strict=True):
+                with torch.autocast(self.device.type, dtype=self.amp_dtype,
+                                    enabled=self.amp_dtype is not None):
+                    logits = model(xs)
+                    loss = self.loss_fn(logits, ys)
+                weight = 1.0 if summed else len(ys) / len(y)  # gradient of the whole batch
+                scaler.scale(loss * weight).backward()
+                loss_sum += loss.detach() if summed else loss.detach() * len(ys)
+                correct += (logits.argmax(1) == ys).sum()
+            scaler.step(optimizer)
+            scaler.update()
+            self.scheduler.step()
+            seen += len(y)
+            for cb in self.callbacks:
+                cb.on_batch_end(self, seen)
+        seconds = time.perf_counter() - start
+        self.train_seconds += seconds
+        self.images_seen += seen
+        return {"train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
+                "seconds": seconds, "images_per_second": seen / seconds}
+
+    # -- the loop ---------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        if self.epoch == 0 and hasattr(self.model, "init_from_data"):
+            self.model.init_from_data(self._init_batch())
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        for epoch in range(self.epoch, self.cfg.train.epochs):
+            lr = self.main_group()["lr"]
+            metrics: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch), "lr": lr}
+            if self.val_loader is not None:
+                val = evaluate(self.model, self.val_loader, amp_dtype=self.amp_dtype)
+                metrics.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            if not math.isfinite(metrics["train_loss"]):
+                raise TrainingDiverged(
+                    f"epoch {epoch + 1}: training loss is {metrics['train_loss']}; stopped. "
+                    f"The last good checkpoint ({self.run.checkpoints / 'last.pt'}) is kept; "
+                    "lower optim.lr or check the data.")
+            self.epoch = epoch + 1
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, metrics)
+            if self.stop_reason:
+                break
+        summary = self.finish()
+        for cb in self.callbacks:
+            cb.on_fit_end(self, summary)
+        return summary
+
+    def main_group(self) -> dict[str, Any]:
+        """The param group whose lr is logged: weights on the run's full schedule."""
+        groups = [g for g in self.optimizer.param_groups if g.get("horizon_epochs") is None]
+        return next((g for g in groups if g.get("kind") == "weights"), groups[0])
+
+    def _init_batch(self, count: int = 5000) -> torch.Tensor:
+        """The first training images, normalized and unaugmented, for data-dependent init."""
+        loader = self.train_loader
+        return loader.normalize(loader.images[:count])
+
+    def finish(self) -> dict[str, Any]:
+        """Test the best checkpoint (or the final weights) once; write summary.json."""
+        best = self.run.checkpoints / "best.pt"
+        if best.is_file():
+            state = torch.load(best, map_location=self.device, weights_only=True)
+            self.model.load_state_dict(state["model"])
+        tta = self.cfg.train.tta
+        test = evaluate(self.model, self.test_loader, tta, self.amp_dtype)
+        history = self.run.metrics()
+        val_acc = [m["val_accuracy"] for m in history if "val_accuracy" in m]
+        checkpoint = next(cb for cb in self.callbacks if isinstance(cb, Checkpoint))
+        summary = {
+            "name": self.cfg.name, "model": self.cfg.model.name, "seed": self.cfg.seed,
+            "test_accuracy": test.get("tta_accuracy", test["accuracy"]),
+            "test_accuracy_plain": test["accuracy"], "test_loss": test["loss"], "tta": tta,
+            "best_val_accuracy": max(val_acc) if val_acc else None,
+            "best_epoch": checkpoint.best_epoch, "epochs": self.epoch,
+            "stop_reason": self.stop_reason or "completed",
+            "wall_seconds": self.wall_seconds(), "train_seconds": self.train_seconds,
+            "train_images_per_second": self.images_seen / max(self.train_seconds, 1e-9),
+            "data_seconds": self.data.seconds,
+            "num_parameters": sum(p.numel() for p in self.model.parameters()),
+            "images": {k: sum(v) for k, v in self.data.counts().items()},
+            "skipped_files": len(self.data.skipped),
+            **environment(str(self.device)),
+        }
+        return summary
+
+    # -- resume -----------------------------------------------------------------------------
+    def wall_seconds(self) -> float:
+        """Wall time of the whole run, data preparation included, across resumptions."""
+        return self.earlier_wall_seconds + self.data.seconds + time.perf_counter() - self.started
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"wall_seconds": self.wall_seconds(),"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "epoch": self.epoch, "train_seconds": self.train_seconds,
+                "images_seen": self.images_seen,
+                "callbacks": [cb.state_dict() for cb in self.callbacks]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.train_seconds = state["epoch"], state["train_seconds"]
+        self.images_seen = state["images_seen"]
+        self.earlier_wall_seconds = state["wall_seconds"]
+        for cb, cb_state in zip(self.callbacks, state["callbacks"], strict=True):
+            cb.load_state_dict(cb_state)
