@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/throughput.txt")
     args = parser.parse_args()
 
-    sets = [f"data.source=folder", f"data.path={args.data}", "data.val_fraction=0",
+    sets = ["data.source=folder", f"data.path={args.data}", "data.val_fraction=0",
             f"data.train_subset={args.batch_size * args.steps}",
             f"train.batch_size={args.batch_size}", "train.tensorboard=false",
             "optim.name=sgd", "optim.lr=0.001", "optim.norm_lr_scale=1", "train.tta=none",

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from imgcls.config import ConfigError, load_config
+from imgcls.config import load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="imgcls: train, evaluate and compare image classifiers.")
@@ -27,18 +27,20 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _user_errors():
-    """The errors a user's input can cause, shown as one clear message, not a traceback."""
-    from imgcls.data import DataError
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors a user's input can cause, shown as one clear message, not a traceback.
+    (ConfigError and DataError are ValueErrors; bad model arguments raise ValueError.)"""
+    from imgcls.train.trainer import TrainingDiverged
 
-    return (ConfigError, DataError, FileNotFoundError, KeyError, ValueError)
+    return (ValueError, FileNotFoundError, TrainingDiverged)
 
 
 @app.command()
 def train(
     config: Annotated[Path | None, typer.Argument(help="YAML config file.")] = None,
     set_: SetOption = [],  # noqa: B006 - typer needs a literal default
-    run_dir: Annotated[Path | None, typer.Option(help="Run folder (default: runs/<time>-<name>).")] = None,
+    run_dir: Annotated[Path | None, typer.Option(
+        help="Run folder (default: runs/<time>-<name>).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue this interrupted run.")] = None,
 ) -> None:
     """Train a model and record the run."""
@@ -53,7 +55,7 @@ def train(
             cfg = load_config(config, set_)
             run, summary = run_training(cfg, run_dir)
     except _user_errors() as exc:
-        _fail(str(exc).strip("'\""))
+        _fail(str(exc))
     except KeyboardInterrupt:
         console.print("interrupted; continue with `imgcls train --resume RUN_DIR`")
         raise typer.Exit(130) from None
@@ -66,8 +68,9 @@ def train(
 @app.command("eval")
 def eval_(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
-    data: Annotated[Path | None, typer.Option(help="Evaluate on this image folder (class "
-                                                   "sub-folders) instead of the test split.")] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="Evaluate on this image folder (class sub-folders) instead of the test split.")
+    ] = None,
     tta: Annotated[str | None, typer.Option(help="none, mirror or mirror_translate.")] = None,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
 ) -> None:
@@ -77,7 +80,7 @@ def eval_(
     try:
         result = evaluate_run(run_dir, data, tta, checkpoint)
     except _user_errors() as exc:
-        _fail(str(exc).strip("'\""))
+        _fail(str(exc))
     console.print_json(json.dumps(result))
 
 
@@ -103,7 +106,7 @@ def data_info(
     try:
         splits = load_data(load_config(config, set_).data)
     except _user_errors() as exc:
-        _fail(str(exc).strip("'\""))
+        _fail(str(exc))
     counts = splits.counts()
     table = Table("class", *counts, title=f"{len(splits.classes)} classes, "
                   f"{splits.image_size}x{splits.image_size} px"

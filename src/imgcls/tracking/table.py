@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
 
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
@@ -25,7 +27,8 @@ def run_rows(root: Path) -> list[tuple[str, ...]]:
         metrics_path = folder / "metrics.jsonl"
         lines = metrics_path.read_text().splitlines() if metrics_path.is_file() else []
         last = json.loads(lines[-1]) if lines else {}
-        rows.append((folder.name, "?", str(last.get("epoch", 0)),
+        model = (yaml.safe_load(path.read_text()) or {}).get("model", {}).get("name", "?")
+        rows.append((folder.name, model, str(last.get("epoch", 0)),
                      _fmt(last.get("val_accuracy")), "-", _fmt(last.get("images_per_second"), 0),
                      "-", "unfinished (resume with --resume)"))
     return rows

@@ -84,7 +84,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None,
         if unknown:
             raise DataError(f"{data_path}: classes {unknown} are not among the run's classes "
                             f"{pre['classes']}")
-        test = source.test or source.train
+        test = source.test if source.test is not None else source.train
         names = source.classes
         test = type(test)(test.images, torch.tensor(
             [pre["classes"].index(names[i]) for i in test.labels]).numpy())

@@ -16,8 +16,14 @@ from imgcls.data import DataSplits, ImageSet
 from imgcls.data.loader import BatchLoader, epoch_seed
 from imgcls.models import create_model
 from imgcls.tracking.run import Run, environment
-from imgcls.train.callbacks import (Callback, Checkpoint, EarlyStopping, MetricsLog,
-                                    ProgressBar, TensorBoard)
+from imgcls.train.callbacks import (
+    Callback,
+    Checkpoint,
+    EarlyStopping,
+    MetricsLog,
+    ProgressBar,
+    TensorBoard,
+)
 from imgcls.train.evaluate import evaluate
 from imgcls.train.optim import create_optimizer
 from imgcls.train.schedule import create_scheduler
@@ -144,6 +150,7 @@ class Trainer:
             self.model.init_from_data(self._init_batch())
         for cb in self.callbacks:
             cb.on_fit_start(self)
+        self.startup_seconds = self.data.seconds + time.perf_counter() - self.started
         for epoch in range(self.epoch, self.cfg.train.epochs):
             lr = self.main_group()["lr"]
             metrics: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch), "lr": lr}
@@ -176,7 +183,7 @@ class Trainer:
         return loader.normalize(loader.images[:count])
 
     def finish(self) -> dict[str, Any]:
-        """Test the best checkpoint (or the final weights) once; write summary.json."""
+        """Test the best checkpoint (or the final weights) once; the summary of the run."""
         best = self.run.checkpoints / "best.pt"
         if best.is_file():
             state = torch.load(best, map_location=self.device, weights_only=True)
@@ -195,7 +202,7 @@ class Trainer:
             "stop_reason": self.stop_reason or "completed",
             "wall_seconds": self.wall_seconds(), "train_seconds": self.train_seconds,
             "train_images_per_second": self.images_seen / max(self.train_seconds, 1e-9),
-            "data_seconds": self.data.seconds,
+            "data_seconds": self.data.seconds, "startup_seconds": self.startup_seconds,
             "num_parameters": sum(p.numel() for p in self.model.parameters()),
             "images": {k: sum(v) for k, v in self.data.counts().items()},
             "skipped_files": len(self.data.skipped),
@@ -209,10 +216,10 @@ class Trainer:
         return self.earlier_wall_seconds + self.data.seconds + time.perf_counter() - self.started
 
     def state_dict(self) -> dict[str, Any]:
-        return {"wall_seconds": self.wall_seconds(),"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "epoch": self.epoch, "train_seconds": self.train_seconds,
-                "images_seen": self.images_seen,
+                "images_seen": self.images_seen, "wall_seconds": self.wall_seconds(),
                 "callbacks": [cb.state_dict() for cb in self.callbacks]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

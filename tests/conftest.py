@@ -1,0 +1,143 @@
+"""Fixtures that build small datasets in the official formats, and the real CIFAR-10 subset."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgcls.config import Config, validate
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+CIFAR10_JPEG = SHARED / "cifar10-jpeg.tar.gz"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets the same session cache, never the user's ~/.cache/imgcls."""
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pattern_images(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """Learnable images: each class has its own colour and stripe direction, plus noise."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    images = rng.integers(0, 60, (n, size, size, 3)).astype(np.int32)
+    grid = np.arange(size)
+    for i, label in enumerate(labels):
+        colour = np.array([(label * 83) % 256, (label * 151 + 60) % 256, (label * 37 + 120) % 256])
+        stripes = ((grid[:, None] if label % 2 else grid[None, :]) // 3 % 2).astype(np.int32)
+        images[i] += stripes[..., None] * colour[None, None, :] // 2 + colour // 3
+    return np.clip(images, 0, 255).astype(np.uint8)
+
+
+def cifar_batch(labels: np.ndarray, key: str = "labels", seed: int = 0, **extra) -> bytes:
+    """A batch pickled like the official files: a dict with 'data' (N x 3072, CHW order)."""
+    images = pattern_images(labels, 32, seed)
+    data = images.transpose(0, 3, 1, 2).reshape(len(labels), -1)
+    return pickle.dumps({"batch_label": "batch", "data": data, key: labels.tolist(),
+                         "filenames": [f"{i}.png" for i in range(len(labels))], **extra},
+                        protocol=2)
+
+
+def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def make_cifar10_archive(path: Path, per_class: int = 20) -> Path:
+    rng = np.random.default_rng(1)
+    with tarfile.open(path, "w:gz") as tar:
+        for i in range(1, 6):
+            _add(tar, f"cifar-10-batches-py/data_batch_{i}",
+                 cifar_batch(rng.permutation(np.repeat(np.arange(10), per_class // 5)), seed=i))
+        _add(tar, "cifar-10-batches-py/test_batch",
+             cifar_batch(np.repeat(np.arange(10), per_class // 2), seed=9))
+        _add(tar, "cifar-10-batches-py/batches.meta", pickle.dumps(
+            {"label_names": [f"class{i}" for i in range(10)], "num_vis": 3072}, protocol=2))
+    return path
+
+
+def make_cifar100_archive(path: Path) -> Path:
+    fine = np.arange(100).repeat(2)
+    coarse = fine // 5
+    with tarfile.open(path, "w:gz") as tar:
+        for name, seed in (("train", 1), ("test", 2)):
+            _add(tar, f"cifar-100-python/{name}", cifar_batch(
+                fine, key="fine_labels", seed=seed, coarse_labels=coarse.tolist()))
+        _add(tar, "cifar-100-python/meta", pickle.dumps(
+            {"fine_label_names": [f"fine{i}" for i in range(100)],
+             "coarse_label_names": [f"coarse{i}" for i in range(20)]}, protocol=2))
+    return path
+
+
+def make_image_folder(root: Path, classes: int = 3, per_class: int = 12, size: int = 40,
+                      mixed_sizes: bool = True) -> Path:
+    """A folder per class of JPEG/PNG files of mixed sizes."""
+    labels = np.repeat(np.arange(classes), per_class)
+    images = pattern_images(labels, size)
+    for i, (label, image) in enumerate(zip(labels, images, strict=True)):
+        folder = root / f"class_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        picture = Image.fromarray(image)
+        if mixed_sizes and i % 3 == 1:
+            picture = picture.resize((size + 17, size - 5))
+        picture.save(folder / f"img_{i:03d}.{'png' if i % 2 else 'jpg'}")
+    return root
+
+
+def tiny_config(**sections) -> Config:
+    """A fast config for tests; sections are merged over the defaults below."""
+    raw = {
+        "name": "test", "seed": 0,
+        "data": {"source": "folder", "val_fraction": 0.2, "test_fraction": 0.25},
+        "model": {"name": "flowers_cnn", "args": {"width": 8, "hidden": 32}},
+        "augment": {"flip": "random", "translate": 2},
+        "optim": {"name": "adamw", "lr": 0.005, "weight_decay": 0.0},
+        "schedule": {"name": "cosine"},
+        "train": {"epochs": 3, "batch_size": 16, "eval_batch_size": 64, "tensorboard": False,
+                  "deterministic": True, "threads": 1},
+    }
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return validate(raw)
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return make_image_folder(tmp_path / "images")
+
+
+@pytest.fixture(scope="session")
+def cifar10_subset(tmp_path_factory) -> Path:
+    """2,000 training images (200 per class) and the full 10,000-image test set of the real
+    CIFAR-10 JPEG copy, extracted into a folder with train/ and test/."""
+    if not CIFAR10_JPEG.is_file():
+        pytest.skip(f"{CIFAR10_JPEG} not found (see ../shared/datasets/README.md)")
+    root = tmp_path_factory.mktemp("cifar10-subset")
+    taken: dict[str, int] = {}
+    with tarfile.open(CIFAR10_JPEG) as tar:
+        for member in tar:
+            parts = Path(member.name).parts  # cifar10/<split>/<class>/<file>
+            if not member.isfile() or len(parts) != 4:
+                continue
+            _, split, cls, name = parts
+            if split == "train":
+                if taken.get(cls, 0) >= 200:
+                    continue
+                taken[cls] = taken.get(cls, 0) + 1
+            target = root / split / cls / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(tar.extractfile(member).read())
+    return root

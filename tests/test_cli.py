@@ -1,0 +1,55 @@
+from typer.testing import CliRunner
+
+from conftest import make_image_folder
+from imgcls.cli import app
+
+runner = CliRunner()
+
+
+def test_config_errors_exit_2_with_the_key(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  epochz: 3\n")
+    result = runner.invoke(app, ["train", str(config)])
+    assert result.exit_code == 2
+    assert "train.epochz" in result.output and "did you mean 'epochs'" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_eval_runs_and_data_info(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = make_image_folder(tmp_path / "images", classes=3, per_class=16, size=24)
+    (data / "class_0" / "bad.png").write_bytes(b"nope")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"""
+name: cli
+data: {{source: folder, path: {data}, image_size: 24, val_fraction: 0.2}}
+model: {{name: flowers_cnn, args: {{width: 8, hidden: 16}}}}
+optim: {{name: adamw, lr: 0.005}}
+train: {{epochs: 2, batch_size: 16, tensorboard: false}}
+""")
+    info = runner.invoke(app, ["data", "info", str(config)])
+    assert info.exit_code == 0, info.output
+    assert "class_0" in info.output and "skipped 1 unreadable" in info.output
+    assert "bad.png" in info.output
+
+    result = runner.invoke(app, ["train", str(config), "--set", "train.epochs=1",
+                                 "--run-dir", "runs/one"])
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.output
+
+    evaluated = runner.invoke(app, ["eval", "runs/one", "--data", str(data)])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert '"images": 48' in evaluated.output  # every readable image of the folder
+
+    listed = runner.invoke(app, ["runs"])
+    assert listed.exit_code == 0 and "one" in listed.output and "completed" in listed.output
+
+
+def test_resume_rejects_config_and_set(tmp_path):
+    result = runner.invoke(app, ["train", "c.yaml", "--resume", str(tmp_path)])
+    assert result.exit_code == 2 and "--resume takes the run's own config" in result.output
+
+
+def test_missing_run_is_explained(tmp_path):
+    result = runner.invoke(app, ["eval", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "not a run folder" in result.output

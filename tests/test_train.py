@@ -1,0 +1,129 @@
+"""End-to-end training on generated images: learning, run folders, callbacks, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import make_image_folder, tiny_config
+from imgcls.train import evaluate_run, load_model, train
+from imgcls.train.trainer import TrainingDiverged
+
+TIMING_KEYS = {"seconds", "images_per_second"}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data") / "images", classes=4,
+                             per_class=40, size=24)
+
+
+def data_section(folder, **kw):
+    return {"path": str(folder), "image_size": 24, **kw}
+
+
+def without_timing(metrics):
+    return [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in metrics]
+
+
+def test_training_learns_and_records_a_complete_run(folder, tmp_path):
+    cfg = tiny_config(data=data_section(folder), train={"epochs": 6, "tensorboard": True,
+                                                        "tta": "mirror"})
+    run, summary = train(cfg, tmp_path / "run")
+    assert summary["test_accuracy_plain"] >= 0.8  # 4 distinct patterns: chance is 0.25
+    assert summary["best_val_accuracy"] >= 0.8
+    for name in ("config.yaml", "environment.json", "preprocess.json", "metrics.jsonl",
+                 "summary.json", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run.path / name).is_file(), name
+    assert list((run.path / "tensorboard").glob("events.out.tfevents.*"))
+    metrics = run.metrics()
+    assert [m["epoch"] for m in metrics] == list(range(1, 7))
+    assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+            "images_per_second"} <= set(metrics[0])
+    assert metrics[0]["lr"] > metrics[-1]["lr"]  # the cosine schedule ran
+    saved = json.loads((run.path / "summary.json").read_text())
+    for key in ("test_accuracy", "best_val_accuracy", "wall_seconds",
+                "train_images_per_second", "epochs", "seed", "versions", "device"):
+        assert key in saved
+    assert 0.0 <= saved["test_accuracy"] <= 1.0 and saved["versions"]["torch"]
+    assert run.config() == cfg  # the resolved config reproduces the run
+    again = evaluate_run(run.path)
+    assert again["accuracy"] == pytest.approx(summary["test_accuracy_plain"])
+
+
+def test_same_seed_same_result(folder, tmp_path):
+    cfg = tiny_config(data=data_section(folder), train={"epochs": 2})
+    _, a = train(cfg, tmp_path / "a")
+    _, b = train(cfg, tmp_path / "b")
+    assert a["test_loss"] == b["test_loss"]
+    _, c = train(cfg.model_copy(update={"seed": 1}), tmp_path / "c")
+    assert c["test_loss"] != a["test_loss"]
+
+
+def test_early_stopping_stops(folder, tmp_path):
+    cfg = tiny_config(data=data_section(folder), optim={"lr": 1e-9}, train={
+        "epochs": 20, "early_stopping": {"monitor": "val_accuracy", "mode": "max",
+                                         "patience": 2, "min_delta": 0.01}})
+    run, summary = train(cfg, tmp_path / "run")
+    assert summary["epochs"] == 3 and summary["stop_reason"].startswith("early stopping")
+
+
+def test_non_finite_loss_stops_with_a_clear_message(folder, tmp_path):
+    cfg = tiny_config(data=data_section(folder), optim={"name": "sgd", "lr": 1e12},
+                      train={"epochs": 3})
+    with pytest.raises(TrainingDiverged, match="lower optim.lr"):
+        train(cfg, tmp_path / "run")
+
+
+def test_refuses_to_overwrite_a_run(folder, tmp_path):
+    cfg = tiny_config(data=data_section(folder), train={"epochs": 1})
+    train(cfg, tmp_path / "run")
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(cfg, tmp_path / "run")
+
+
+def test_resume_after_kill_9_matches_uninterrupted_run(folder, tmp_path):
+    cfg = tiny_config(data=data_section(folder), model={"name": "fastnet94", "args": {}},
+                      optim={"name": "muon", "lr": 0.5, "muon_lr": 0.1, "momentum": 0.8,
+                             "weight_decay": 1e-3, "norm_lr_scale": 0.1},
+                      schedule={"name": "linear", "warmup_epochs": 1},
+                      augment={"flip": "alternate", "translate": 2},
+                      train={"epochs": 4, "batch_size": 32, "loss_reduction": "sum",
+                             "label_smoothing": 0.2})
+    _, reference = train(cfg, tmp_path / "reference")
+    config = tmp_path / "c.yaml"
+    config.write_text(cfg.to_yaml())
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "imgcls.cli", "train", str(config),
+                             "--run-dir", str(killed)], env=os.environ.copy(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = killed / "metrics.jsonl"
+    deadline = time.time() + 120
+    while (not metrics.exists() or len(metrics.read_text().splitlines()) < 2) \
+            and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists(), "the run finished before the kill"
+    run, resumed = train(resume=killed)
+    ref_metrics = json.loads("[" + ",".join(
+        (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()) + "]")
+    assert without_timing(run.metrics()) == without_timing(ref_metrics)
+    assert resumed["test_loss"] == reference["test_loss"]
+    assert resumed["test_accuracy"] == reference["test_accuracy"]
+    a = torch.load(killed / "checkpoints/last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "reference/checkpoints/last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_load_model_predicts_like_the_run(folder, tmp_path):
+    cfg = tiny_config(data=data_section(folder), train={"epochs": 2})
+    run, _ = train(cfg, tmp_path / "run")
+    model, pre, _ = load_model(run.path)
+    assert pre["classes"] == ["class_0", "class_1", "class_2", "class_3"]
+    assert model(torch.zeros(1, 3, 24, 24)).shape == (1, 4)
