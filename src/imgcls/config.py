@@ -7,13 +7,14 @@ config saved with a run reproduces it.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from imgcls.registry import closest
+from imgcls.registry import Registry, closest
 
 Metric = Literal["val_accuracy", "val_loss", "train_accuracy", "train_loss"]
 
@@ -22,12 +23,30 @@ class ConfigError(ValueError):
     """A config problem, worded for the person who wrote the config."""
 
 
+def registry_name(module: str, attr: str) -> AfterValidator:
+    """Validates a name against a registry, imported on use because the registries'
+    modules import this one."""
+
+    def check(name: str) -> str:
+        registry: Registry = getattr(importlib.import_module(module), attr)
+        if name not in registry:
+            raise ValueError(registry.unknown_message(name))
+        return name
+
+    return AfterValidator(check)
+
+
+SourceName = Annotated[str, registry_name("imgcls.data", "SOURCES")]
+OptimizerName = Annotated[str, registry_name("imgcls.train.optim", "OPTIMIZERS")]
+ScheduleName = Annotated[str, registry_name("imgcls.train.schedule", "SCHEDULES")]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class DataConfig(Strict):
-    source: str = "cifar10"
+    source: SourceName = "cifar10"
     path: str | None = None  # archive, folder or download target; None = the cache dir
     image_size: int | None = Field(None, ge=8, le=1024)  # None = the source's native size
     resize: Literal["center_crop", "squash", "pad"] = "center_crop"
@@ -41,15 +60,6 @@ class DataConfig(Strict):
     cache_dir: str | None = None  # default: $IMGCLS_CACHE or ~/.cache/imgcls
     train_subset: int | None = Field(None, ge=1)  # stratified subset of the training data
     split_seed: int = 0  # fixes the val/test split across run seeds
-
-    @field_validator("source")
-    @classmethod
-    def _known_source(cls, name: str) -> str:
-        from imgcls.data import SOURCES
-
-        if name not in SOURCES:
-            raise ValueError(SOURCES.unknown_message(name))
-        return name
 
 
 class ModelConfig(Strict):
@@ -71,7 +81,7 @@ class AugmentConfig(Strict):
 
 
 class OptimConfig(Strict):
-    name: str = "sgd"
+    name: OptimizerName = "sgd"
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
@@ -83,30 +93,12 @@ class OptimConfig(Strict):
     muon_lr: float = Field(0.02, gt=0)  # `muon` only: lr of the conv filters
     muon_momentum: float = Field(0.95, ge=0, lt=1)
 
-    @field_validator("name")
-    @classmethod
-    def _known_optimizer(cls, name: str) -> str:
-        from imgcls.train.optim import OPTIMIZERS
-
-        if name not in OPTIMIZERS:
-            raise ValueError(OPTIMIZERS.unknown_message(name))
-        return name
-
 
 class ScheduleConfig(Strict):
-    name: str = "cosine"
+    name: ScheduleName = "cosine"
     warmup_epochs: float = Field(0.0, ge=0)
     start_factor: float = Field(0.0, ge=0)  # lr multiplier at step 0 of the warm-up
     end_factor: float = Field(0.0, ge=0)  # lr multiplier at the last step
-
-    @field_validator("name")
-    @classmethod
-    def _known_schedule(cls, name: str) -> str:
-        from imgcls.train.schedule import SCHEDULES
-
-        if name not in SCHEDULES:
-            raise ValueError(SCHEDULES.unknown_message(name))
-        return name
 
 
 class CheckpointConfig(Strict):
