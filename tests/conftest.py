@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from imgcls.config import Config, validate
@@ -19,9 +20,14 @@ CIFAR10_JPEG = SHARED / "cifar10-jpeg.tar.gz"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets the same session cache, never the user's ~/.cache/imgcls."""
+def _isolated_state(tmp_path_factory, monkeypatch):
+    """Every test shares one session cache (never the user's ~/.cache/imgcls) and gets back
+    the thread count and determinism setting that a run's `train.threads` may change."""
     monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(False)
 
 
 def sha256(path: Path) -> str:
@@ -102,9 +108,9 @@ def tiny_config(**sections) -> Config:
     raw = {
         "name": "test", "seed": 0,
         "data": {"source": "folder", "val_fraction": 0.2, "test_fraction": 0.25},
-        "model": {"name": "flowers_cnn", "args": {"width": 8, "hidden": 32}},
+        "model": {"name": "flowers_cnn", "args": {"width": 16, "hidden": 64}},
         "augment": {"flip": "random", "translate": 2},
-        "optim": {"name": "adamw", "lr": 0.005, "weight_decay": 0.0},
+        "optim": {"name": "adamw", "lr": 0.01, "weight_decay": 0.0},
         "schedule": {"name": "cosine"},
         "train": {"epochs": 3, "batch_size": 16, "eval_batch_size": 64, "tensorboard": False,
                   "deterministic": True, "threads": 1},

@@ -3,7 +3,7 @@ from typer.testing import CliRunner
 from conftest import make_image_folder
 from imgcls.cli import app
 
-runner = CliRunner()
+runner = CliRunner(env={"COLUMNS": "200"})  # wide enough that tables keep whole words
 
 
 def test_config_errors_exit_2_with_the_key(tmp_path):

@@ -68,7 +68,7 @@ def test_set_syntax_errors(tmp_path):
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(None, ["optim.lr"])
     with pytest.raises(ConfigError, match="seed is a value, not a section"):
-        load_config(None, ["seed.x=1"])
+        load_config(write(tmp_path, "seed: 3\n"), ["seed.x=1"])
 
 
 def test_file_problems(tmp_path):

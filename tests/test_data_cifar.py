@@ -11,7 +11,7 @@ from imgcls.data import DataError, load_data, load_source
 
 
 def cfg(**kw) -> DataConfig:
-    return DataConfig(val_fraction=0.1, **kw)
+    return DataConfig(**{"val_fraction": 0.1, **kw})
 
 
 def test_cifar10_from_local_archive(tmp_path):

@@ -93,7 +93,7 @@ def test_resume_after_kill_9_matches_uninterrupted_run(folder, tmp_path):
                              "weight_decay": 1e-3, "norm_lr_scale": 0.1},
                       schedule={"name": "linear", "warmup_epochs": 1},
                       augment={"flip": "alternate", "translate": 2},
-                      train={"epochs": 4, "batch_size": 32, "loss_reduction": "sum",
+                      train={"epochs": 6, "batch_size": 32, "loss_reduction": "sum",
                              "label_smoothing": 0.2})
     _, reference = train(cfg, tmp_path / "reference")
     config = tmp_path / "c.yaml"

@@ -23,7 +23,7 @@ SetOption = Annotated[list[str], typer.Option(
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -62,7 +62,8 @@ def train(
     console.print(
         f"[bold]{run.path}[/bold]: test accuracy {summary['test_accuracy']:.4f}"
         f" (plain {summary['test_accuracy_plain']:.4f}, tta {summary['tta']}),"
-        f" {summary['train_images_per_second']:.0f} img/s, {summary['wall_seconds']:.0f} s")
+        f" {summary['train_images_per_second']:.0f} img/s, {summary['wall_seconds']:.0f} s",
+        soft_wrap=True)
 
 
 @app.command("eval")
@@ -118,7 +119,7 @@ def data_info(
     if splits.skipped:
         console.print(f"skipped {len(splits.skipped)} unreadable file(s):")
         for line in splits.skipped:
-            console.print(f"  {line}", highlight=False)
+            console.print(f"  {line}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":
