@@ -21,7 +21,7 @@ def test_models_take_num_classes_and_sizes(name, size):
 
 
 def test_flowers_cnn_rejects_tiny_inputs():
-    with pytest.raises(ValueError, match="image_size >= 22"):
+    with pytest.raises(ValueError, match="3 blocks needs data.image_size >= 22, got 16"):
         create_model("flowers_cnn", 5, 16)
 
 
