@@ -50,6 +50,12 @@ def test_resume_rejects_config_and_set(tmp_path):
     assert result.exit_code == 2 and "--resume takes the run's own config" in result.output
 
 
+def test_bad_tta_is_named(tmp_path):
+    result = runner.invoke(app, ["eval", str(tmp_path), "--tta", "flip"])
+    assert result.exit_code == 2 and "tta = 'flip'" in result.output
+    assert "mirror_translate" in result.output
+
+
 def test_missing_run_is_explained(tmp_path):
     result = runner.invoke(app, ["eval", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "not a run folder" in result.output

@@ -72,7 +72,8 @@ def eval_(
     data: Annotated[Path | None, typer.Option(
         help="Evaluate on this image folder (class sub-folders) instead of the test split.")
     ] = None,
-    tta: Annotated[str | None, typer.Option(help="none, mirror or mirror_translate.")] = None,
+    tta: Annotated[str | None, typer.Option(
+        help="none, mirror or mirror_translate (default: the run's own).")] = None,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
 ) -> None:
     """Reload a run's saved model and evaluate it."""

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from imgcls.registry import Registry, closest
 
 Metric = Literal["val_accuracy", "val_loss", "train_accuracy", "train_loss"]
+TTA = Literal["none", "mirror", "mirror_translate"]
 
 
 class ConfigError(ValueError):
@@ -125,7 +126,7 @@ class TrainConfig(Strict):
     channels_last: bool = True
     deterministic: bool = False  # bitwise-repeatable kernels, for resume checks
     threads: int | None = Field(None, ge=1)
-    tta: Literal["none", "mirror", "mirror_translate"] = "none"
+    tta: TTA = "none"
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     early_stopping: EarlyStoppingConfig | None = None
     tensorboard: bool = True

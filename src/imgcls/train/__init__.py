@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+import numpy as np
 import torch
 from torch import nn
 
-from imgcls.config import Config
-from imgcls.data import load_data
+from imgcls.config import TTA, Config, ConfigError
+from imgcls.data import DataError, ImageSet, load_data, load_source
+from imgcls.data.loader import BatchLoader
 from imgcls.tracking.run import Run, environment
+from imgcls.train.evaluate import evaluate
 from imgcls.train.trainer import Trainer
 
 __all__ = ["Trainer", "train", "load_model"]
@@ -66,31 +69,26 @@ def load_model(run_dir: str | Path, checkpoint: str = "best",
 def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None,
                  tta: str | None = None, checkpoint: str = "best") -> dict[str, Any]:
     """Accuracy of a run's saved model on its own test split, or on another image folder
-    whose class sub-folders carry the run's class names."""
-    from imgcls.data import DataError, load_data
-    from imgcls.data.loader import BatchLoader
-    from imgcls.train.evaluate import evaluate
-
+    whose class sub-folders carry the run's class names. `tta` defaults to the run's own."""
+    if tta is not None and tta not in get_args(TTA):
+        raise ConfigError(f"tta = {tta!r}: valid: {', '.join(get_args(TTA))}")
     model, pre, cfg = load_model(run_dir, checkpoint)
+    tta = tta or cfg.train.tta
     if data_path is None:
         test = load_data(cfg.data).test
     else:
         folder_cfg = cfg.data.model_copy(update={"source": "folder", "path": str(data_path),
                                                  "image_size": pre["image_size"]})
-        from imgcls.data import load_source
-
         source, _ = load_source(folder_cfg)
         unknown = sorted(set(source.classes) - set(pre["classes"]))
         if unknown:
             raise DataError(f"{data_path}: classes {unknown} are not among the run's classes "
                             f"{pre['classes']}")
-        test = source.test if source.test is not None else source.train
-        names = source.classes
-        test = type(test)(test.images, torch.tensor(
-            [pre["classes"].index(names[i]) for i in test.labels]).numpy())
+        images = source.test if source.test is not None else source.train
+        to_run_label = np.array([pre["classes"].index(name) for name in source.classes])
+        test = ImageSet(images.images, to_run_label[images.labels])
     loader = BatchLoader(test, cfg.train.eval_batch_size, torch.tensor(pre["mean"]),
                          torch.tensor(pre["std"]), torch.device("cpu"),
                          channels_last=cfg.train.channels_last)
-    tta = tta or cfg.train.tta
     return {"run": str(run_dir), "checkpoint": checkpoint, "images": len(test), "tta": tta,
             **evaluate(model, loader, tta)}
