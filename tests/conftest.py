@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -15,8 +16,18 @@ from PIL import Image
 
 from imgcls.config import Config, validate
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-CIFAR10_JPEG = SHARED / "cifar10-jpeg.tar.gz"
+
+def _shared_datasets() -> Path:
+    """The offline archives: $IMGCLS_DATASETS, ../shared/datasets next to the checkout, or
+    the development machines' /work/shared/datasets (CI may clone elsewhere)."""
+    candidates = [os.environ.get("IMGCLS_DATASETS"),
+                  Path(__file__).resolve().parents[2] / "shared" / "datasets",
+                  "/work/shared/datasets"]
+    found = [Path(c) for c in candidates if c and (Path(c) / "cifar10-jpeg.tar.gz").is_file()]
+    return found[0] if found else Path(candidates[1])
+
+
+CIFAR10_JPEG = _shared_datasets() / "cifar10-jpeg.tar.gz"
 
 
 @pytest.fixture(autouse=True)
@@ -108,7 +119,7 @@ def tiny_config(**sections) -> Config:
     raw = {
         "name": "test", "seed": 0,
         "data": {"source": "folder", "val_fraction": 0.2, "test_fraction": 0.25},
-        "model": {"name": "flowers_cnn", "args": {"width": 16, "hidden": 64}},
+        "model": {"name": "flowers_cnn", "args": {"widths": [16, 16, 16], "hidden": 64}},
         "augment": {"flip": "random", "translate": 2},
         "optim": {"name": "adamw", "lr": 0.01, "weight_decay": 0.0},
         "schedule": {"name": "cosine"},

@@ -23,7 +23,7 @@ def test_train_eval_runs_and_data_info(tmp_path, monkeypatch):
     config.write_text(f"""
 name: cli
 data: {{source: folder, path: {data}, image_size: 24, val_fraction: 0.2}}
-model: {{name: flowers_cnn, args: {{width: 8, hidden: 16}}}}
+model: {{name: flowers_cnn, args: {{widths: [8, 8, 8], hidden: 16}}}}
 optim: {{name: adamw, lr: 0.005}}
 train: {{epochs: 2, batch_size: 16, tensorboard: false}}
 """)
