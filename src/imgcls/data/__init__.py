@@ -1,0 +1,80 @@
+"""Data sources (a registry chosen by `data.source`), the decode-once cache and the splits."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from imgcls.config import DataConfig
+from imgcls.data.base import DataError, ImageSet, Source, SourceData, cache_root
+from imgcls.data.cache import load_cached, save_cached
+from imgcls.data.cifar import cifar10, cifar100
+from imgcls.data.folder import folder
+from imgcls.data.split import stratified_split, stratified_subset
+from imgcls.registry import Registry
+
+SOURCES: Registry[Source] = Registry("data source")
+SOURCES.register("cifar10")(cifar10)
+SOURCES.register("cifar100")(cifar100)
+SOURCES.register("folder")(folder)
+
+__all__ = ["SOURCES", "DataError", "DataSplits", "ImageSet", "load_data"]
+
+
+@dataclass
+class DataSplits:
+    train: ImageSet
+    val: ImageSet | None
+    test: ImageSet
+    classes: list[str]
+    skipped: list[str] = field(default_factory=list)
+    cache_hit: bool = False
+    seconds: float = 0.0
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.images.shape[1])
+
+    def counts(self) -> dict[str, list[int]]:
+        """Images per class for each split, in class order."""
+        splits = {"train": self.train, "val": self.val, "test": self.test}
+        return {name: np.bincount(s.labels, minlength=len(self.classes)).tolist()
+                for name, s in splits.items() if s is not None}
+
+
+def load_source(cfg: DataConfig) -> tuple[SourceData, bool]:
+    """The source's decoded arrays, from the cache when its fingerprint matches."""
+    source = SOURCES.get(cfg.source)
+    key = source.fingerprint(cfg)
+    folder = cache_root(cfg) / "arrays" / f"{cfg.source}-{key[:20]}"
+    cached = load_cached(folder)
+    if cached is not None:
+        return cached, True
+    data = source.load(cfg)
+    if len(data.train) == 0:
+        raise DataError(f"data.path = {cfg.path!r}: no readable training images")
+    save_cached(folder, data)
+    return load_cached(folder), False
+
+
+def load_data(cfg: DataConfig) -> DataSplits:
+    """Train/val/test splits. The test split is the source's own, or a stratified
+    `test_fraction` of its training data; val is a stratified `val_fraction` of what is
+    left for training. Both are fixed by `data.split_seed`, not by the run's seed, so
+    repeated runs are compared on the same images."""
+    start = time.perf_counter()
+    data, hit = load_source(cfg)
+    train, test = data.train, data.test
+    if test is None:
+        keep, held = stratified_split(train.labels, cfg.test_fraction, cfg.split_seed, 1)
+        train, test = train.subset(keep), train.subset(held)
+    val = None
+    if cfg.val_fraction > 0:
+        keep, held = stratified_split(train.labels, cfg.val_fraction, cfg.split_seed, 2)
+        train, val = train.subset(keep), train.subset(held)
+    if cfg.train_subset:
+        train = train.subset(stratified_subset(train.labels, cfg.train_subset, cfg.split_seed))
+    return DataSplits(train, val, test, data.classes, data.skipped, hit,
+                      time.perf_counter() - start)

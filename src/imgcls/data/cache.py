@@ -1,0 +1,57 @@
+"""Decode once: a source's decoded arrays are stored as .npy files keyed by its fingerprint
+and memory-mapped by every later run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from imgcls.data.base import ImageSet, SourceData
+
+FORMAT_VERSION = 1
+
+
+def _save_set(folder: Path, split: str, data: ImageSet) -> None:
+    np.save(folder / f"{split}_images.npy", data.images)
+    np.save(folder / f"{split}_labels.npy", data.labels)
+
+
+def _load_set(folder: Path, split: str) -> ImageSet:
+    return ImageSet(np.load(folder / f"{split}_images.npy", mmap_mode="r"),
+                    np.load(folder / f"{split}_labels.npy"))
+
+
+def load_cached(folder: Path) -> SourceData | None:
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT_VERSION:
+        return None
+    test = _load_set(folder, "test") if meta["has_test"] else None
+    return SourceData(_load_set(folder, "train"), test, meta["classes"], meta["skipped"])
+
+
+def save_cached(folder: Path, data: SourceData) -> None:
+    """Write into a temporary folder and rename it into place: all or nothing."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    try:
+        _save_set(tmp, "train", data.train)
+        if data.test is not None:
+            _save_set(tmp, "test", data.test)
+        meta = {"format": FORMAT_VERSION, "classes": data.classes,
+                "has_test": data.test is not None, "skipped": data.skipped}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        if folder.exists():  # a concurrent run finished first; theirs is identical
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,141 @@
+"""Image folders: one sub-folder per class (the flower_photos layout), optionally under
+`train/` and `test/` (or `val/`). `data.path` may also be a .tar.gz/.zip of such a folder,
+which is extracted once into the cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from imgcls.config import DataConfig
+from imgcls.data.base import DataError, ImageSet, SourceData, cache_root
+from imgcls.data.download import file_digest, verify_checksum
+from imgcls.data.images import decode_many
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+TEST_DIRS = ("test", "val")
+
+
+def _extract(archive: Path, cfg: DataConfig) -> Path:
+    """Extract once into the cache, keyed by the archive's sha256 (verified if given)."""
+    digest = verify_checksum(archive, cfg.sha256) if cfg.sha256 else file_digest(archive)
+    target = cache_root(cfg) / "extracted" / digest[:16]
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".extract-"))
+    try:
+        if archive.name.endswith(".zip"):
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(tmp)  # zipfile strips absolute paths and '..'
+        else:
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")  # refuses links and paths leaving tmp
+        os.replace(tmp, target)
+    except (tarfile.TarError, zipfile.BadZipFile, OSError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"{archive}: cannot extract: {exc}") from None
+    return target
+
+
+def _visible(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if not p.name.startswith("."))
+
+
+def _dataset_root(path: Path) -> Path:
+    """Step into single wrapper folders (`flowers5/` inside the archive, say): a lone
+    sub-folder that itself holds folders."""
+    while True:
+        entries = _visible(path)
+        if len(entries) == 1 and entries[0].is_dir() and any(
+                p.is_dir() for p in _visible(entries[0])):
+            path = entries[0]
+        else:
+            return path
+
+
+class FolderSource:
+    def _root(self, cfg: DataConfig) -> Path:
+        if not cfg.path:
+            raise DataError("data.path: the folder source needs data.path (a folder or archive)")
+        path = Path(cfg.path).expanduser()
+        if path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES):
+            path = _extract(path, cfg)
+        elif not path.is_dir():
+            raise DataError(
+                f"data.path = {cfg.path!r}: not a folder or an archive "
+                f"({', '.join(ARCHIVE_SUFFIXES)})")
+        return _dataset_root(path)
+
+    def _splits(self, root: Path) -> tuple[Path, Path | None]:
+        test = next((root / d for d in TEST_DIRS if (root / d).is_dir()), None)
+        if (root / "train").is_dir():
+            return root / "train", test
+        return root, None
+
+    def _files(self, split_dir: Path) -> dict[str, list[Path]]:
+        classes = [p for p in _visible(split_dir) if p.is_dir()]
+        if len(classes) < 2:
+            raise DataError(f"{split_dir}: expected one sub-folder per class, found "
+                            f"{len(classes)} folder(s)")
+        files = {c.name: sorted(p for p in c.rglob("*") if p.is_file()
+                                and not p.name.startswith(".")) for c in classes}
+        for name, paths in files.items():
+            if not paths:
+                raise DataError(f"{split_dir / name}: class folder is empty; add images or "
+                                "remove the folder")
+        return files
+
+    def fingerprint(self, cfg: DataConfig) -> str:
+        root = self._root(cfg)
+        digest = hashlib.sha256(f"{cfg.image_size}|{cfg.resize}|{cfg.on_corrupt}".encode())
+        for split_dir in filter(None, self._splits(root)):
+            for name, paths in self._files(split_dir).items():
+                for p in paths:
+                    st = p.stat()
+                    digest.update(f"{p.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n"
+                                  .encode())
+        return digest.hexdigest()
+
+    def _read(self, split_dir: Path, classes: list[str], cfg: DataConfig,
+              skipped: list[str]) -> ImageSet:
+        files = self._files(split_dir)
+        unknown = sorted(set(files) - set(classes))
+        if unknown:
+            raise DataError(f"{split_dir}: class folders {unknown} are not in the training "
+                            f"classes {classes}")
+        paths = [p for c in classes for p in files.get(c, [])]
+        labels = np.array([i for i, c in enumerate(classes) for _ in files.get(c, [])])
+        size = cfg.image_size
+        if size is None:  # the native size, which must be square and shared by all
+            first = decode_many(paths[:1], None, cfg.resize)[0][0]
+            if first is None or first.shape[0] != first.shape[1]:
+                raise DataError(f"{paths[0]}: set data.image_size; images are not all "
+                                "square images of one size")
+            size = first.shape[0]
+        arrays, problems = decode_many(paths, size, cfg.resize)
+        if problems and cfg.on_corrupt == "error":
+            raise DataError("unreadable image files (set data.on_corrupt=skip to skip "
+                            "them):\n  " + "\n  ".join(problems))
+        skipped.extend(problems)
+        keep = [i for i, a in enumerate(arrays) if a is not None]
+        images = np.stack([arrays[i] for i in keep]) if keep else np.zeros((0, size, size, 3))
+        return ImageSet(images.astype(np.uint8), labels[keep].astype(np.int64))
+
+    def load(self, cfg: DataConfig) -> SourceData:
+        train_dir, test_dir = self._splits(self._root(cfg))
+        classes = sorted(self._files(train_dir))
+        skipped: list[str] = []
+        train = self._read(train_dir, classes, cfg, skipped)
+        test = self._read(test_dir, classes, cfg, skipped) if test_dir else None
+        return SourceData(train, test, classes, skipped)
+
+
+folder = FolderSource()
