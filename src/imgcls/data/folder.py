@@ -97,7 +97,7 @@ class FolderSource:
         root = self._root(cfg)
         digest = hashlib.sha256(f"{cfg.image_size}|{cfg.resize}|{cfg.on_corrupt}".encode())
         for split_dir in filter(None, self._splits(root)):
-            for name, paths in self._files(split_dir).items():
+            for paths in self._files(split_dir).values():
                 for p in paths:
                     st = p.stat()
                     digest.update(f"{p.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n"
