@@ -126,8 +126,9 @@ class FolderSource:
                             "them):\n  " + "\n  ".join(problems))
         skipped.extend(problems)
         keep = [i for i, a in enumerate(arrays) if a is not None]
-        images = np.stack([arrays[i] for i in keep]) if keep else np.zeros((0, size, size, 3))
-        return ImageSet(images.astype(np.uint8), labels[keep].astype(np.int64))
+        images = (np.stack([arrays[i] for i in keep]) if keep
+                  else np.zeros((0, size, size, 3), dtype=np.uint8))
+        return ImageSet(images, labels[keep].astype(np.int64))
 
     def load(self, cfg: DataConfig) -> SourceData:
         train_dir, test_dir = self._splits(self._root(cfg))
