@@ -8,6 +8,7 @@ ops stay cheap integer index arithmetic. The full op library plugs in here.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,9 +42,14 @@ def _flip_mask(ctx: AugmentContext, n: int, mode: str) -> torch.Tensor:
         return torch.rand(n, generator=ctx.generator) < 0.5
     # alternate: a fixed random choice per image, inverted on every odd epoch, so each image
     # is seen both ways in any two consecutive epochs (airbench's trick)
-    base = torch.Generator().manual_seed(ctx.seed * 7919 + 17)
-    per_image = torch.rand(ctx.dataset_size, generator=base) < 0.5
-    return per_image[ctx.ids.cpu()] ^ bool(ctx.epoch % 2)
+    return _base_flips(ctx.seed, ctx.dataset_size)[ctx.ids.cpu()] ^ bool(ctx.epoch % 2)
+
+
+@functools.lru_cache(maxsize=8)
+def _base_flips(seed: int, dataset_size: int) -> torch.Tensor:
+    """The per-image flip choice of even epochs, drawn once per (seed, dataset)."""
+    generator = torch.Generator().manual_seed(seed * 7919 + 17)
+    return torch.rand(dataset_size, generator=generator) < 0.5
 
 
 @AUGMENTS.register("flip_translate")

@@ -11,26 +11,32 @@ from imgcls.data.base import DataError
 from imgcls.tracking.io import atomic_write
 
 
-def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
-    digest = hashlib.new(algorithm)
+def file_digests(path: str | Path, *algorithms: str) -> list[str]:
+    """Hex digests of one file for several algorithms, in a single read."""
+    digests = [hashlib.new(a) for a in algorithms]
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+            for digest in digests:
+                digest.update(chunk)
+    return [d.hexdigest() for d in digests]
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    return file_digests(path, algorithm)[0]
 
 
 def verify_checksum(path: str | Path, expected: str) -> str:
     """Raise unless the file matches `expected` (an md5 or sha256 hex digest, told apart by
     length); return the file's sha256 for use as a cache key."""
     algorithm = "md5" if len(expected) == 32 else "sha256"
-    actual = file_digest(path, algorithm)
+    actual, sha256 = file_digests(path, algorithm, "sha256")
     if actual.lower() != expected.lower():
         raise DataError(
             f"{path}: {algorithm} checksum mismatch: expected {expected}, got {actual}. "
             "The file is corrupt, truncated or not the archive this source expects; "
             "delete it to download again, or set data.sha256 to the checksum of your own archive."
         )
-    return actual if algorithm == "sha256" else file_digest(path)
+    return sha256
 
 
 def download(url: str, dest: Path) -> Path:

@@ -104,9 +104,8 @@ class FolderSource:
                                   .encode())
         return digest.hexdigest()
 
-    def _read(self, split_dir: Path, classes: list[str], cfg: DataConfig,
-              skipped: list[str]) -> ImageSet:
-        files = self._files(split_dir)
+    def _read(self, split_dir: Path, files: dict[str, list[Path]], classes: list[str],
+              cfg: DataConfig, skipped: list[str]) -> ImageSet:
         unknown = sorted(set(files) - set(classes))
         if unknown:
             raise DataError(f"{split_dir}: class folders {unknown} are not in the training "
@@ -132,10 +131,12 @@ class FolderSource:
 
     def load(self, cfg: DataConfig) -> SourceData:
         train_dir, test_dir = self._splits(self._root(cfg))
-        classes = sorted(self._files(train_dir))
+        train_files = self._files(train_dir)
+        classes = sorted(train_files)
         skipped: list[str] = []
-        train = self._read(train_dir, classes, cfg, skipped)
-        test = self._read(test_dir, classes, cfg, skipped) if test_dir else None
+        train = self._read(train_dir, train_files, classes, cfg, skipped)
+        test = (self._read(test_dir, self._files(test_dir), classes, cfg, skipped)
+                if test_dir else None)
         return SourceData(train, test, classes, skipped)
 
 

@@ -22,7 +22,8 @@ class BatchLoader:
     def __init__(self, data: ImageSet, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
                  device: torch.device, *, shuffle: bool = False, drop_last: bool = False,
                  augment: Sequence[Op] = (), seed: int = 0, channels_last: bool = True):
-        self.images = torch.from_numpy(np.array(data.images)).to(device)  # a copy, in RAM
+        # read-only memory maps are copied into RAM; arrays already there are used as they are
+        self.images = torch.from_numpy(np.require(data.images, requirements=["C", "W"])).to(device)
         self.labels = torch.from_numpy(np.asarray(data.labels)).to(device)
         self.batch_size = batch_size
         self.shuffle, self.drop_last = shuffle, drop_last
