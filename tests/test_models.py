@@ -8,13 +8,15 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def test_resnet18_cifar_has_the_published_size():
-    assert n_params(create_model("resnet18_cifar", 10)) == 11_173_962
+@pytest.mark.parametrize("name,count", [("resnet18_cifar", 11_173_962), ("vgg6", 1_186_378)])
+def test_models_have_the_published_size(name, count):
+    assert n_params(create_model(name, 10)) == count
 
 
 @pytest.mark.parametrize("name,size", [("fastnet94", 32), ("fastnet94", 64),
                                        ("resnet18_cifar", 32), ("resnet18_cifar", 64),
-                                       ("flowers_cnn", 32), ("flowers_cnn", 128)])
+                                       ("flowers_cnn", 32), ("flowers_cnn", 128),
+                                       ("vgg6", 32), ("vgg6", 64)])
 def test_models_take_num_classes_and_sizes(name, size):
     model = create_model(name, 7, size).eval()
     assert model(torch.randn(2, 3, size, size)).shape == (2, 7)

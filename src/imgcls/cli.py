@@ -97,6 +97,157 @@ def runs(root: Annotated[Path, typer.Argument(help="Folder of runs.")] = Path("r
     console.print(table)
 
 
+WorkersOption = Annotated[int, typer.Option(
+    min=1, help="Processes to run at once on this machine (the cores are divided).")]
+ThreadsOption = Annotated[int | None, typer.Option(
+    min=1, help="Torch threads per process (default: all cores / workers).")]
+OutOption = Annotated[Path | None, typer.Option(
+    help="Experiment folder (default: runs/<experiment name>).")]
+
+
+def _experiment(path: Path, out: Path | None):
+    from imgcls.experiment.spec import load_experiment
+
+    plan = load_experiment(path)
+    return plan, out or Path("runs") / plan.name
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _print_groups(groups, metric: str, title: str) -> None:
+    from imgcls.experiment.results import table_rows
+
+    rows = table_rows(groups, metric)
+    if not rows:
+        console.print("no runs found")
+        return
+    table = Table(*rows[0], title=title)
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
+    for group in groups:
+        if group.verdict:
+            console.print(f"  {group.verdict}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def sweep(
+    experiment: Annotated[Path, typer.Argument(help="Experiment YAML (grid/variants/repeats).")],
+    out: OutOption = None,
+    workers: WorkersOption = 1,
+    threads: ThreadsOption = None,
+) -> None:
+    """Run every variant x seed of an experiment; rerun the same command to resume."""
+    from imgcls.experiment.results import experiment_groups, markdown_table, table_rows
+    from imgcls.experiment.sweep import run_sweep, slots
+    from imgcls.tracking.io import atomic_write_text
+
+    try:
+        plan, exp_dir = _experiment(experiment, out)
+        total = len(slots(plan, exp_dir))
+        console.print(f"[bold]{plan.name}[/bold]: {len(plan.variants)} variants x "
+                      f"{len(plan.seeds)} seeds = {total} runs in {exp_dir}")
+        if workers > 1:
+            code = run_workers_cli(["sweep", str(experiment), "--out", str(exp_dir)], workers)
+            if code:
+                raise typer.Exit(code)
+        else:
+            _set_threads(threads)
+            outcomes = run_sweep(plan, exp_dir, lambda m: console.print(m, highlight=False))
+            busy = outcomes.get("busy", [])
+            if busy:
+                console.print(f"{len(busy)} run(s) are being trained by other processes: "
+                              f"{', '.join(busy)}")
+        _, groups = experiment_groups(exp_dir)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        console.print("interrupted; run the same command again to resume")
+        raise typer.Exit(130) from None
+    metric = plan.spec.metric
+    atomic_write_text(exp_dir / "results.md", markdown_table(table_rows(groups, metric)) + "\n"
+                      + "".join(f"- {g.verdict}\n" for g in groups if g.verdict))
+    _print_groups(groups, metric, f"{plan.name}: {metric}")
+
+
+@app.command()
+def tune(
+    experiment: Annotated[Path, typer.Argument(help="Experiment YAML with a `search` section.")],
+    out: OutOption = None,
+    workers: WorkersOption = 1,
+    threads: ThreadsOption = None,
+) -> None:
+    """Hyperparameter search (Optuna); rerun the same command to resume the study."""
+    from imgcls.experiment.tune import (
+        open_study,
+        requeue_interrupted,
+        run_tune,
+        storage_url,
+        trial_rows,
+        write_best,
+    )
+
+    try:
+        plan, exp_dir = _experiment(experiment, out)
+        settings = plan.spec.tune
+        console.print(f"[bold]{plan.name}[/bold]: {settings.trials} trials, {settings.sampler} "
+                      f"sampler, {settings.pruner} pruner, {settings.direction} "
+                      f"{settings.metric}; study in {storage_url(plan, exp_dir)}",
+                      soft_wrap=True)
+        if workers > 1:
+            for number in requeue_interrupted(open_study(plan, exp_dir)):
+                console.print(f"trial {number} was interrupted; queued to resume")
+            code = run_workers_cli(["tune", str(experiment), "--out", str(exp_dir)], workers)
+            if code:
+                raise typer.Exit(code)
+            study = open_study(plan, exp_dir)
+        else:
+            _set_threads(threads)
+            study = run_tune(plan, exp_dir, lambda m: console.print(m, highlight=False))
+    except _user_errors() as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        console.print("interrupted; run the same command again to resume the study")
+        raise typer.Exit(130) from None
+    rows = trial_rows(study)
+    table = Table(*rows[0], title=f"{plan.name}: trials")
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
+    states = [r["state"] for r in rows]
+    best = write_best(plan, study, exp_dir / "best.yaml")
+    console.print(f"{states.count('complete')} complete, {states.count('pruned')} pruned, "
+                  f"{states.count('fail')} failed; best trial {study.best_trial.number}: "
+                  f"{settings.metric} {study.best_value:.4f} with {study.best_params}")
+    console.print(f"best config: {best}  (run it: imgcls train {best})", highlight=False)
+
+
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="A run folder or an experiment folder.")],
+) -> None:
+    """Write PATH/report/report.html (figures embedded) and the figures as PNG files."""
+    from imgcls.report import create_report
+
+    try:
+        html_path = create_report(path)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    console.print(f"report: {html_path}", highlight=False)
+
+
+def run_workers_cli(args: list[str], workers: int) -> int:
+    from imgcls.experiment.workers import run_workers
+
+    return run_workers(args, workers, lambda line: console.print(line, highlight=False,
+                                                                 markup=False))
+
+
 @data_app.command("info")
 def data_info(
     config: Annotated[Path | None, typer.Argument(help="YAML config file.")] = None,

@@ -188,19 +188,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(value) if value.strip() else None
 
 
+def set_key(raw: dict[str, Any], key: str, value: Any, origin: str = "--set") -> None:
+    """Set the dotted `key` (e.g. 'optim.lr') in a raw config mapping, creating sections."""
+    path = key.split(".")
+    node = raw
+    for i, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(path[: i + 1])
+            raise ConfigError(f"{origin}: {where} is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for text in overrides:
         path, value = parse_override(text)
-        node = raw
-        for i, part in enumerate(path[:-1]):
-            child = node.setdefault(part, {})
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                where = ".".join(path[: i + 1])
-                raise ConfigError(f"--set {text!r}: {where} is a value, not a section")
-            node = child
-        node[path[-1]] = value
+        set_key(raw, ".".join(path), value, f"--set {text!r}")
     return raw
 
 

@@ -11,10 +11,11 @@ from torch import nn
 from imgcls.models.fastnet import fastnet94
 from imgcls.models.resnet_cifar import resnet18_cifar
 from imgcls.models.simple_cnn import flowers_cnn
+from imgcls.models.vgg import vgg6
 from imgcls.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
-for _factory in (fastnet94, resnet18_cifar, flowers_cnn):
+for _factory in (fastnet94, resnet18_cifar, flowers_cnn, vgg6):
     MODELS.register(_factory.__name__)(_factory)
 
 TIMM_PREFIX = "timm:"

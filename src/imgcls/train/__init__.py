@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, get_args
 
@@ -13,6 +14,7 @@ from imgcls.config import TTA, Config, ConfigError
 from imgcls.data import DataError, ImageSet, load_data, load_source
 from imgcls.data.loader import BatchLoader
 from imgcls.tracking.run import Run, environment
+from imgcls.train.callbacks import Callback
 from imgcls.train.evaluate import evaluate
 from imgcls.train.trainer import Trainer
 
@@ -20,16 +22,18 @@ __all__ = ["Trainer", "train", "load_model"]
 
 
 def train(cfg: Config | None = None, run_dir: str | Path | None = None,
-          resume: str | Path | None = None) -> tuple[Run, dict[str, Any]]:
+          resume: str | Path | None = None,
+          callbacks: Sequence[Callback] = ()) -> tuple[Run, dict[str, Any]]:
     """Train `cfg` into a new run folder, or continue the run in `resume` from its last
-    checkpoint (its own saved config wins; the result equals an uninterrupted run)."""
+    checkpoint (its own saved config wins; the result equals an uninterrupted run).
+    `callbacks` join the run's own (a resumed run must be given the same ones)."""
     if resume is not None:
         run = Run(resume)
         cfg = run.config()
     else:
         run = Run.create(cfg, run_dir)
     data = load_data(cfg.data)
-    trainer = Trainer(cfg, run, data)
+    trainer = Trainer(cfg, run, data, callbacks)
     last = run.checkpoints / "last.pt"
     if resume is not None and last.is_file():
         trainer.load_state_dict(torch.load(last, map_location=trainer.device,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -52,7 +53,8 @@ def monitored(metric: str, has_val: bool) -> str:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run: Run, data: DataSplits):
+    def __init__(self, cfg: Config, run: Run, data: DataSplits,
+                 callbacks: Sequence[Callback] = ()):
         self.cfg, self.run, self.data = cfg, run, data
         t = cfg.train
         if t.threads:
@@ -84,7 +86,7 @@ class Trainer:
                                           len(self.train_loader), t.epochs)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing,
                                            reduction=t.loss_reduction)
-        self.callbacks = self._callbacks()
+        self.callbacks = self._callbacks(callbacks)
         self.epoch = 0  # epochs completed
         self.started = time.perf_counter()
         self.earlier_wall_seconds = 0.0  # spent before an interruption, when resumed
@@ -96,7 +98,7 @@ class Trainer:
     def has_val(self) -> bool:
         return self.val_loader is not None
 
-    def _callbacks(self) -> list[Callback]:
+    def _callbacks(self, extra: Sequence[Callback]) -> list[Callback]:
         t = self.cfg.train
         callbacks: list[Callback] = [MetricsLog()]
         if t.early_stopping:
@@ -105,6 +107,7 @@ class Trainer:
                                            e.patience, e.min_delta))
         if t.tensorboard:
             callbacks.append(TensorBoard())
+        callbacks += extra
         callbacks.append(ProgressBar())
         callbacks.append(Checkpoint(monitored(t.checkpoint.monitor, self.has_val),
                                     t.checkpoint.mode))  # last: saves the others' state

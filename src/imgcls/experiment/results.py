@@ -1,0 +1,165 @@
+"""Runs found on disk, grouped into variants, summarized with statistics.
+
+Used by `imgcls sweep` (its closing table), `imgcls compare` and `imgcls report`: one
+table, however the runs were made.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imgcls.experiment.spec import SUMMARY_METRICS
+from imgcls.experiment.stats import Difference, Spread, describe, sentence, welch
+from imgcls.experiment.sweep import _flat
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    config: dict[str, Any]  # flattened: {'optim.lr': 0.1, ...}
+    summary: dict[str, Any] | None
+    failed: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "failed" if self.failed else "finished" if self.summary else "unfinished"
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def value(self, key: str) -> Any:
+        """A summary figure or a config key, for filters, sorting and grouping."""
+        if self.summary and key in self.summary:
+            return self.summary[key]
+        return self.config.get(key)
+
+
+def load_record(path: Path) -> RunRecord:
+    config = _flat(yaml.safe_load((path / "config.yaml").read_text()) or {})
+    summary_path, failed_path = path / "summary.json", path / "failed.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    failed = json.loads(failed_path.read_text())["error"] if failed_path.is_file() else None
+    return RunRecord(path, config, summary, failed)
+
+
+def find_runs(roots: Iterable[Path]) -> list[RunRecord]:
+    """Every run folder under the given folders (a folder may itself be a run)."""
+    found: dict[Path, RunRecord] = {}
+    for root in roots:
+        for config in sorted(root.rglob("config.yaml")):
+            if "report" not in config.parts and config.parent not in found:
+                found[config.parent] = load_record(config.parent)
+    return list(found.values())
+
+
+@dataclass
+class Group:
+    name: str
+    runs: list[RunRecord]
+    values: list[float] = field(default_factory=list)
+    spread: Spread | None = None
+    vs_baseline: Difference | None = None
+    verdict: str = ""
+    is_baseline: bool = False
+
+    def mean_of(self, key: str) -> float | None:
+        found = [r.summary[key] for r in self.runs if r.summary and r.summary.get(key)
+                 is not None]
+        return sum(found) / len(found) if found else None
+
+
+def compare(records: list[RunRecord], group_of: Callable[[RunRecord], str],
+            metric: str = "test_accuracy", baseline: str | None = None,
+            order: list[str] | None = None) -> list[Group]:
+    """Groups of runs (variants) with mean/std/CI of `metric` and each group's difference
+    from the baseline group (the first, unless named)."""
+    groups: dict[str, Group] = {name: Group(name, []) for name in order or []}
+    for record in records:
+        groups.setdefault(group_of(record), Group(group_of(record), [])).runs.append(record)
+    result = [g for g in groups.values() if g.runs]
+    label, scale, higher = SUMMARY_METRICS.get(metric, (metric, 1.0, True))
+    for group in result:
+        group.values = [r.summary[metric] for r in group.runs
+                        if r.summary and r.summary.get(metric) is not None]
+        group.spread = describe(group.values) if group.values else None
+    base = next((g for g in result if g.name == baseline), result[0] if result else None)
+    if base is not None:
+        base.is_baseline = True
+    for group in result:
+        if group is base or not group.values or not base or not base.values:
+            continue
+        group.vs_baseline = welch(group.values, base.values)
+        unit = "points" if scale == 100 else ""
+        group.verdict = sentence(group.name, base.name, group.vs_baseline,
+                                 (len(group.values), len(base.values)), scale, unit, higher)
+    return result
+
+
+def _pm(spread: Spread | None, scale: float, digits: int) -> str:
+    if spread is None:
+        return "-"
+    text = f"{spread.mean * scale:.{digits}f}"
+    return text if spread.std is None else f"{text} +- {spread.std * scale:.{digits}f}"
+
+
+def table_rows(groups: list[Group], metric: str) -> list[dict[str, str]]:
+    """Rows of strings, one per group, for the terminal, markdown, HTML and CSV."""
+    label, scale, _ = SUMMARY_METRICS.get(metric, (metric, 1.0, True))
+    digits = 2 if scale == 100 else 4
+    unit = " (%)" if scale == 100 else ""
+    rows = []
+    for g in groups:
+        s, d = g.spread, g.vs_baseline
+        statuses = [r.status for r in g.runs]
+        done = statuses.count("finished")
+        runs = f"{done}" + (f"/{len(statuses)}" if done != len(statuses) else "")
+        if "failed" in statuses:
+            runs += f" ({statuses.count('failed')} failed)"
+        wall, speed = g.mean_of("wall_seconds"), g.mean_of("train_images_per_second")
+        rows.append({
+            "variant": g.name, "runs": runs,
+            f"{label}{unit}": _pm(s, scale, digits),
+            "95% CI": "-" if s is None or s.ci_low is None else
+            f"[{s.ci_low * scale:.{digits}f}, {s.ci_high * scale:.{digits}f}]",
+            "vs baseline": "baseline" if g.is_baseline else "-" if d is None else
+            f"{d.diff * scale:+.{digits}f}"
+            + ("" if d.half_width is None else f" +- {d.half_width * scale:.{digits}f}"),
+            "p": "-" if d is None or d.p is None else f"{d.p:.3g}",
+            "wall s": "-" if wall is None else f"{wall:.0f}",
+            "img/s": "-" if speed is None else f"{speed:.0f}",
+        })
+    return rows
+
+
+def experiment_groups(exp_dir: Path, metric: str | None = None) -> tuple[dict[str, Any],
+                                                                        list[Group]]:
+    """The plan saved by `imgcls sweep` and its variants, in plan order."""
+    plan_path = exp_dir / "experiment.json"
+    if not plan_path.is_file():
+        raise FileNotFoundError(f"{exp_dir}: not an experiment folder (no experiment.json); "
+                                "make one with `imgcls sweep EXPERIMENT.yaml`")
+    plan = json.loads(plan_path.read_text())
+    names = [v["name"] for v in plan["variants"]]
+    records = [load_record(exp_dir / name / f"seed-{seed}") for seed in plan["seeds"]
+               for name in names if (exp_dir / name / f"seed-{seed}" / "config.yaml").is_file()]
+    groups = compare(records, lambda r: r.path.parent.name, metric or plan["metric"],
+                     plan["baseline"], names)
+    return plan, groups
+
+
+def markdown_table(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return "(no runs yet)\n"
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row[k] for k in head) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

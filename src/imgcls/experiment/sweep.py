@@ -1,0 +1,146 @@
+"""Run every variant x seed of an experiment as ordinary run folders, resumably.
+
+    runs/<experiment>/
+        experiment.json                 the resolved plan (variants, overrides, seeds)
+        <variant>/seed-<seed>/          a run folder, as `imgcls train` makes
+        <variant>/seed-<seed>.lock      held (flock) by the process training that run
+
+A run is claimed with an exclusive `flock` on its lock file before anything is read or
+written, and the claim is re-checked under the lock: finished runs (summary.json) are
+skipped, interrupted ones resume from their last checkpoint, and a run held by another
+process is left to it. The kernel drops the lock when its holder dies (kill -9 included),
+so a restarted sweep picks the run up. Any number of processes, on one machine or on
+several sharing the folder over a filesystem with working locks (local disks, NFSv4,
+CephFS, Lustre; not sshfs or some SMB mounts), can therefore work on one sweep at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imgcls.config import Config, ConfigError
+from imgcls.experiment.spec import ExperimentPlan
+from imgcls.tracking.io import atomic_write_json
+from imgcls.tracking.run import Run
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One run of the plan."""
+
+    variant: str
+    seed: int
+    path: Path
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant}/seed-{self.seed}"
+
+
+def slots(plan: ExperimentPlan, exp_dir: Path) -> list[Slot]:
+    """Seed-major order: every variant's first seed comes first, so an early look at a
+    half-finished sweep already compares all variants."""
+    return [Slot(name, seed, exp_dir / name / f"seed-{seed}")
+            for seed in plan.seeds for name, _ in plan.variants]
+
+
+def write_plan(plan: ExperimentPlan, exp_dir: Path) -> None:
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(exp_dir / "experiment.json", {
+        "name": plan.name, "file": plan.origin, "fingerprint": plan.fingerprint(),
+        "baseline": plan.baseline, "metric": plan.spec.metric, "seeds": plan.seeds,
+        "variants": [{"name": name, "set": overrides} for name, overrides in plan.variants]})
+
+
+@contextmanager
+def claim(lock_path: Path) -> Iterator[bool]:
+    """True while this process holds the run's lock; False if another process does."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        yield True
+    finally:
+        os.close(fd)  # releases the lock; the file stays (deleting it would race)
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_same_config(run_dir: Path, planned: Config) -> None:
+    """A run folder left by an earlier sweep must have been trained with the planned
+    config; otherwise the experiment file changed and mixing the two would be wrong."""
+    existing = _flat(Run(run_dir).config().model_dump(mode="json"))
+    wanted = _flat(planned.model_dump(mode="json"))
+    changed = [f"{k}: {existing.get(k)!r} -> {wanted.get(k)!r}"
+               for k in sorted(set(existing) | set(wanted)) if existing.get(k) != wanted.get(k)]
+    if changed:
+        raise ConfigError(
+            f"{run_dir}: trained with a different config than the experiment file now asks "
+            f"for ({'; '.join(changed[:5])}). Sweep into a new folder (--out) or delete it.")
+
+
+def run_slot(plan: ExperimentPlan, slot: Slot, log: Callable[[str], None]) -> str:
+    """Train one run if nobody else is; returns what happened (for the log and the tests)."""
+    from imgcls.train import train
+    from imgcls.train.trainer import TrainingDiverged
+
+    with claim(slot.lock_path) as mine:
+        if not mine:
+            return "busy"
+        if (slot.path / "summary.json").is_file():
+            return "done"
+        if (slot.path / "failed.json").is_file():
+            return "failed"
+        cfg = plan.config(slot.variant, slot.seed)
+        resuming = (slot.path / "config.yaml").is_file()
+        if resuming:
+            check_same_config(slot.path, cfg)
+        log(f"{'resume' if resuming else 'start'} {slot.label}")
+        try:
+            _, summary = (train(resume=slot.path) if resuming else train(cfg, slot.path))
+        except TrainingDiverged as exc:  # deterministic: retrying would diverge again
+            atomic_write_json(slot.path / "failed.json", {"error": str(exc)})
+            log(f"failed {slot.label}: {exc}")
+            return "failed"
+        log(f"finished {slot.label}: {plan.spec.metric} {summary[plan.spec.metric]:.4f}, "
+            f"{summary['wall_seconds']:.0f} s")
+        return "trained"
+
+
+def run_sweep(plan: ExperimentPlan, exp_dir: Path,
+              log: Callable[[str], None] = print) -> dict[str, list[str]]:
+    """One pass over the plan; returns the slot labels by outcome."""
+    for slot in slots(plan, exp_dir):  # refuse a changed plan before training anything
+        if (slot.path / "config.yaml").is_file():
+            check_same_config(slot.path, plan.config(slot.variant, slot.seed))
+    write_plan(plan, exp_dir)
+    outcomes: dict[str, list[str]] = {}
+    for slot in slots(plan, exp_dir):
+        outcome = run_slot(plan, slot, log)
+        outcomes.setdefault(outcome, []).append(slot.label)
+    return outcomes

@@ -1,0 +1,191 @@
+"""`imgcls tune`: hyperparameter search with Optuna over any config key.
+
+Every trial is an ordinary run folder (runs/<experiment>/trials/trial-NNNN). The study lives
+in a SQLite file in the experiment folder unless `tune.storage` names any database URL
+Optuna accepts (e.g. postgresql://...), which is how workers on several machines join one
+study. Interrupted trials are resumed from their last checkpoint: trials whose worker died
+(kill -9, a lost machine) are noticed by their stale heartbeat and retried by Optuna;
+trials stopped by Ctrl-C are re-queued when the study is opened again. Each trial reports
+its per-epoch metric so the pruner can stop poor trials early.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.trial import TrialState
+
+from imgcls.experiment.spec import ExperimentPlan, SearchParam
+from imgcls.tracking.run import Run
+from imgcls.train.callbacks import Callback
+from imgcls.train.trainer import Trainer, TrainingDiverged, monitored
+
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def suggest(trial: optuna.Trial, key: str, p: SearchParam) -> Any:
+    if p.type == "categorical":
+        return trial.suggest_categorical(key, p.choices)
+    if p.type == "int":
+        return trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+    return trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
+
+
+class OptunaPruning(Callback):
+    """Reports the monitored metric every epoch; asks the pruner whether to stop."""
+
+    def __init__(self, trial: optuna.Trial, metric: str):
+        self.trial, self.metric = trial, metric
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        for m in trainer.run.metrics():  # a resumed trial: report the epochs already trained
+            self.trial.report(m[monitored(self.metric, trainer.has_val)], m["epoch"])
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        self.trial.report(metrics[monitored(self.metric, trainer.has_val)], metrics["epoch"])
+        if self.trial.should_prune():
+            trainer.stop_reason = f"pruned by Optuna after epoch {metrics['epoch']}"
+
+
+def storage_url(plan: ExperimentPlan, exp_dir: Path) -> str:
+    return plan.spec.tune.storage or f"sqlite:///{(exp_dir / 'study.db').resolve()}"
+
+
+def open_study(plan: ExperimentPlan, exp_dir: Path, worker: int = 0) -> optuna.Study:
+    settings = plan.spec.tune
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    storage = RDBStorage(storage_url(plan, exp_dir), heartbeat_interval=15, grace_period=60,
+                         heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=3))
+    name = settings.study or plan.name
+    # the sampler's seed depends on the trials already there and on the worker, so a resumed
+    # or parallel search does not propose the same points again
+    known = 0
+    if name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+        known = len(optuna.load_study(study_name=name, storage=storage).trials)
+    seed = plan.seeds[0] * 100_003 + known * 1_009 + worker
+    sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=settings.startup_trials)
+               if settings.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed))
+    epochs = plan.config(plan.baseline, plan.seeds[0]).train.epochs
+    pruner: optuna.pruners.BasePruner = {
+        "median": lambda: optuna.pruners.MedianPruner(
+            n_startup_trials=settings.startup_trials, n_warmup_steps=settings.warmup_epochs),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=max(
+            1, settings.warmup_epochs), max_resource=epochs),
+        "none": optuna.pruners.NopPruner,
+    }[settings.pruner]()
+    return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                               pruner=pruner, direction=settings.direction,
+                               load_if_exists=True)
+
+
+def _run_number(trial: optuna.Trial) -> int:
+    """The trial whose run folder this trial continues (itself unless it is a retry)."""
+    if "resume_of" in trial.user_attrs:
+        return trial.user_attrs["resume_of"]
+    history = RetryFailedTrialCallback.retry_history(trial)
+    return history[0] if history else trial.number
+
+
+def requeue_interrupted(study: optuna.Study) -> list[int]:
+    """Trials that failed because their process was interrupted get a retry that resumes
+    their run folder (stale ones are retried by Optuna's heartbeat check instead)."""
+    trials = study.get_trials(deepcopy=False)
+    taken = {t.user_attrs.get("resume_of") for t in trials}
+    taken |= {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    requeued = []
+    for t in trials:
+        if (t.state == TrialState.FAIL and t.number not in taken
+                and t.user_attrs.get("interrupted")):
+            origin = t.user_attrs.get("resume_of", t.number)
+            study.enqueue_trial(t.params, user_attrs={"resume_of": origin})
+            requeued.append(t.number)
+    return requeued
+
+
+def objective_for(plan: ExperimentPlan, exp_dir: Path,
+                  log: Callable[[str], None]) -> Callable[[optuna.Trial], float]:
+    from imgcls.train import train
+
+    settings = plan.spec.tune
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {key: suggest(trial, key, p) for key, p in plan.spec.search.items()}
+        number = _run_number(trial)
+        run_dir = exp_dir / "trials" / f"trial-{number:04d}"
+        trial.set_user_attr("run_dir", str(run_dir))
+        cfg = plan.config(plan.baseline, plan.seeds[0], extra=params)
+        pruning = [OptunaPruning(trial, settings.metric)]
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in params.items())
+        resuming = (run_dir / "config.yaml").is_file()
+        log(f"trial {trial.number}{f' (resumes trial {number})' if resuming else ''}: {shown}")
+        try:
+            _, summary = (train(resume=run_dir, callbacks=pruning) if resuming
+                          else train(cfg, run_dir, callbacks=pruning))
+        except TrainingDiverged as exc:
+            trial.set_user_attr("diverged", str(exc))
+            log(f"trial {trial.number}: diverged, counted as pruned")
+            raise optuna.TrialPruned(str(exc)) from None
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+        history = [m[monitored(settings.metric, "val_loss" in m)]
+                   for m in Run(run_dir).metrics()]
+        best = max(history) if settings.direction == "maximize" else min(history)
+        if summary["stop_reason"].startswith("pruned"):
+            log(f"trial {trial.number}: {summary['stop_reason']} ({settings.metric} {best:.4f})")
+            raise optuna.TrialPruned(summary["stop_reason"])
+        log(f"trial {trial.number}: {settings.metric} {best:.4f}")
+        return best
+
+    return objective
+
+
+def run_tune(plan: ExperimentPlan, exp_dir: Path, log: Callable[[str], None] = print
+             ) -> optuna.Study:
+    """Run trials until the study holds `tune.trials` finished (complete or pruned) ones."""
+    if not plan.spec.search:
+        raise ValueError(f"{plan.origin}: no `search` section; tune needs a search space, "
+                         "e.g. search: {optim.lr: {type: float, low: 0.01, high: 1, log: true}}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    worker = int(os.environ.get("IMGCLS_WORKER", "0"))
+    study = open_study(plan, exp_dir, worker)
+    if worker == 0:
+        for number in requeue_interrupted(study):
+            log(f"trial {number} was interrupted; queued to resume")
+    target = plan.spec.tune.trials
+    finished = len(study.get_trials(deepcopy=False, states=DONE))
+    if finished < target:
+        study.optimize(objective_for(plan, exp_dir, log), callbacks=[
+            optuna.study.MaxTrialsCallback(target, states=DONE)])
+    return study
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, str]]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        epochs = len(Run(t.user_attrs["run_dir"]).metrics()) if "run_dir" in t.user_attrs \
+            else 0
+        rows.append({
+            "trial": str(t.number), "state": t.state.name.lower(),
+            "value": "-" if t.value is None else f"{t.value:.4f}", "epochs": str(epochs),
+            **{k: f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in t.params.items()}})
+    return rows
+
+
+def write_best(plan: ExperimentPlan, study: optuna.Study, path: Path) -> Path:
+    """The best trial's full config, ready for `imgcls train`."""
+    from imgcls.tracking.io import atomic_write_text
+
+    best = study.best_trial
+    cfg = plan.config(plan.baseline, plan.seeds[0], extra=best.params)
+    cfg = cfg.model_copy(update={"name": f"{plan.name}-best"})
+    header = (f"# best of {len(study.get_trials(states=DONE))} trials of {plan.name} "
+              f"(trial {best.number}: {plan.spec.tune.metric} = {best.value:.4f})\n"
+              + "".join(f"#   {k}: {v}\n" for k, v in best.params.items()))
+    return atomic_write_text(path, header + cfg.to_yaml())

@@ -1,0 +1,166 @@
+"""`imgcls report PATH`: a run's diagnostics, or an experiment's comparison, as one HTML file
+plus PNGs in PATH/report/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgcls.experiment.results import (
+    Group,
+    experiment_groups,
+    load_record,
+    table_rows,
+)
+from imgcls.experiment.spec import SUMMARY_METRICS
+from imgcls.report import plots
+from imgcls.report.html import Section, write_report
+
+SUMMARY_FIELDS = [  # (summary key, label, format)
+    ("test_accuracy", "test accuracy", "{:.2%}"), ("test_accuracy_plain",
+                                                   "test accuracy without TTA", "{:.2%}"),
+    ("best_val_accuracy", "best val accuracy", "{:.2%}"), ("best_epoch", "best epoch", "{}"),
+    ("epochs", "epochs trained", "{}"), ("stop_reason", "stopped by", "{}"),
+    ("wall_seconds", "wall time (s)", "{:.0f}"),
+    ("train_images_per_second", "training speed (img/s)", "{:.0f}"),
+    ("num_parameters", "parameters", "{:,}"), ("device", "device", "{}"),
+]
+
+
+def create_report(path: str | Path) -> Path:
+    path = Path(path)
+    if (path / "experiment.json").is_file():
+        return write_report(path / "report", f"experiment {path.name}",
+                            experiment_sections(path))
+    if (path / "config.yaml").is_file():
+        return write_report(path / "report", f"run {path.name}", run_sections(path))
+    raise FileNotFoundError(f"{path}: neither a run folder (config.yaml) nor an experiment "
+                            "folder (experiment.json)")
+
+
+# -- one run ------------------------------------------------------------------------------
+
+def predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(test images uint8 NHWC, class probabilities with the run's TTA, labels, classes)
+    from the run's best checkpoint, on the CPU."""
+    import torch
+
+    from imgcls.data import load_data
+    from imgcls.data.loader import BatchLoader
+    from imgcls.train import load_model
+    from imgcls.train.evaluate import predict
+
+    model, pre, cfg = load_model(run_dir, "best")
+    test = load_data(cfg.data).test
+    loader = BatchLoader(test, cfg.train.eval_batch_size, torch.tensor(pre["mean"]),
+                         torch.tensor(pre["std"]), torch.device("cpu"),
+                         channels_last=cfg.train.channels_last)
+    plain, augmented, labels = predict(model, loader, cfg.train.tta)
+    logits = augmented if augmented is not None else plain
+    return (np.asarray(test.images), logits.softmax(1).numpy(), labels.numpy(),
+            pre["classes"])
+
+
+def run_sections(run_dir: Path, heading: str = "", prefix: str = "") -> list[Section]:
+    """`heading` and `prefix` tell this run's sections and files apart inside a larger
+    report."""
+    record = load_record(run_dir)
+    history = record.metrics()
+    summary = record.summary or {}
+    rows = [{"figure": label, "value": fmt.format(summary[key])}
+            for key, label, fmt in SUMMARY_FIELDS if summary.get(key) is not None]
+    status = [] if record.summary else [
+        "This run has not finished: the figures below show the epochs trained so far."]
+    if record.failed:
+        status = [f"This run failed: {record.failed}"]
+    sections = [Section(f"{heading}summary", status, rows),
+                Section(f"{heading}training curves",
+                        figures=[(prefix + "curves", plots.run_curves(history, run_dir.name))]
+                        if history else [])]
+    if not (run_dir / "checkpoints" / "best.pt").is_file():
+        return sections
+    images, probs, labels, classes = predictions(run_dir)
+    predicted = probs.argmax(1)
+    k = len(classes)
+    matrix = np.zeros((k, k), dtype=int)
+    np.add.at(matrix, (labels, predicted), 1)
+    counts = matrix.sum(1)
+    accuracy = np.diag(matrix) / np.maximum(counts, 1)
+    worst = np.argsort(accuracy)[:3]
+    sections += [
+        Section(f"{heading}test predictions", [
+            f"{len(labels)} test images, best checkpoint, TTA: "
+            f"{record.config.get('train.tta', 'none')}; accuracy "
+            f"{100 * (predicted == labels).mean():.2f}%. Weakest classes: " + ", ".join(
+                f"{classes[i]} {100 * accuracy[i]:.1f}%" for i in worst) + "."],
+            figures=[(prefix + "confusion_matrix", plots.confusion_matrix(matrix, classes,
+                                                                 "confusion matrix (test)")),
+                     (prefix + "per_class_accuracy", plots.per_class_accuracy(
+                         accuracy, counts, classes, "accuracy per class (test)")),
+                     (prefix + "prediction_grid", plots.prediction_grid(images, predicted, labels,
+                                                               classes)),
+                     (prefix + "confident_mistakes", plots.confident_mistakes(images, probs, labels,
+                                                                     classes))])]
+    return sections
+
+
+# -- an experiment ------------------------------------------------------------------------
+
+def _seconds_per_epoch(group: Group) -> float:
+    epochs = [m["seconds"] for r in group.runs for m in r.metrics() if "seconds" in m]
+    return float(np.mean(epochs)) if epochs else float("nan")
+
+
+def _numeric_axis(plan: dict[str, Any]) -> str | None:
+    """The single varied key of the plan, if its values are all numbers."""
+    keys = {k for v in plan["variants"] for k in v["set"]}
+    if len(keys) != 1:
+        return None
+    key = keys.pop()
+    values = [v["set"][key] for v in plan["variants"]]
+    if all(isinstance(x, int | float) and not isinstance(x, bool) for x in values):
+        return key
+    return None
+
+
+def experiment_sections(exp_dir: Path) -> list[Section]:
+    plan, groups = experiment_groups(exp_dir)
+    metric = plan["metric"]
+    label, scale, higher = SUMMARY_METRICS[metric]
+    unit = f"{label} (%)" if scale == 100 else label
+    done = [g for g in groups if g.spread is not None]
+    sections = [Section(
+        "comparison",
+        [f"{len(plan['variants'])} variants x {len(plan['seeds'])} seeds "
+         f"({', '.join(map(str, plan['seeds']))}); metric: {label}; baseline: "
+         f"{plan['baseline']}. Mean +- sample standard deviation over seeds; 95% confidence "
+         "intervals from Student's t; each variant against the baseline with Welch's t-test "
+         "(two-sided, not corrected for the number of comparisons)."],
+        table_rows(groups, metric), bullets=[g.verdict for g in groups if g.verdict])]
+    if not done:
+        return sections
+    figures = [("comparison", plots.comparison_bars(
+        [g.name for g in done], [g.spread.mean * scale for g in done],
+        [None if g.spread.half_width is None else g.spread.half_width * scale for g in done],
+        unit, f"{plan['name']}: {label} per variant"))]
+    histories = {g.name: [r.metrics() for r in g.runs] for g in groups}
+    figures.append(("curves", plots.overlay_curves(histories, plan["name"])))
+    figures.append(("metric_vs_time", plots.metric_vs_time(
+        {g.name: [(r.summary["wall_seconds"], r.summary[metric] * scale)
+                  for r in g.runs if r.summary] for g in done},
+        unit, f"{label} against wall time")))
+    axis = _numeric_axis(plan)
+    if axis is not None:
+        values = [float(g.runs[0].config[axis]) for g in done]
+        figures.append((f"effect_of_{axis.rsplit('.', 1)[-1]}", plots.axis_effect(
+            axis, values, [g.spread.mean * scale for g in done],
+            [None if g.spread.half_width is None else g.spread.half_width * scale
+             for g in done], [_seconds_per_epoch(g) for g in done], unit)))
+    sections.append(Section("figures", figures=figures))
+    best_group = max(done, key=lambda g: g.spread.mean if higher else -g.spread.mean)
+    best_run = max((r for r in best_group.runs if r.summary),
+                   key=lambda r: r.summary[metric] if higher else -r.summary[metric])
+    heading = f"best run ({best_group.name}/{best_run.path.name}): "
+    return sections + run_sections(best_run.path, heading, "best_run_")

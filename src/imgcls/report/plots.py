@@ -1,0 +1,230 @@
+"""The figures of a report. Each function returns a matplotlib Figure with a title, axis
+labels with units and a legend where there is more than one line: a figure must be
+readable on its own, pasted into a slide or a paper."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+plt.rcParams.update({"figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
+                     "axes.spines.top": False, "axes.spines.right": False})
+
+
+def _series(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    points = [(m["epoch"], m[key]) for m in history if key in m]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def run_curves(history: list[dict[str, Any]], title: str) -> Figure:
+    """Loss, accuracy and learning rate per epoch, train and validation."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, name in zip(axes[:2], ("loss", "accuracy"), strict=True):
+        for split, style in (("train", "-"), ("val", "--")):
+            epochs, values = _series(history, f"{split}_{name}")
+            if name == "accuracy":
+                values = [100 * v for v in values]
+            if epochs:
+                ax.plot(epochs, values, style, marker="o", ms=3, label=split)
+        ax.set(title=name, xlabel="epoch",
+               ylabel="accuracy (%)" if name == "accuracy" else "cross-entropy loss")
+        ax.legend()
+    epochs, lr = _series(history, "lr")
+    axes[2].plot(epochs, lr, marker="o", ms=3, color="tab:green")
+    axes[2].set(title="learning rate (at the start of each epoch)", xlabel="epoch",
+                ylabel="learning rate")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(matrix: np.ndarray, classes: list[str], title: str) -> Figure:
+    """Rows: true class, columns: predicted; colour = share of the true class, text = count."""
+    k = len(classes)
+    size = min(4 + 0.45 * k, 24)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    if k <= 30:
+        ax.set_xticks(range(k), classes, rotation=45, ha="right")
+        ax.set_yticks(range(k), classes)
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if share[i, j] > 0.5 else "black")
+    ax.grid(False)
+    ax.set(title=title, xlabel="predicted class", ylabel="true class")
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    fig.tight_layout()
+    return fig
+
+
+def per_class_accuracy(accuracy: np.ndarray, counts: np.ndarray, classes: list[str],
+                       title: str) -> Figure:
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(8, min(2 + 0.3 * k, 30)))
+    order = np.argsort(accuracy)
+    ax.barh(range(k), 100 * accuracy[order], color="tab:blue")
+    ax.set_yticks(range(k), [f"{classes[i]} (n={counts[i]})" for i in order])
+    ax.axvline(100 * (accuracy * counts).sum() / counts.sum(), color="tab:red", ls="--",
+               label="overall")
+    ax.set(title=title, xlabel="accuracy (%)", xlim=(0, 100))
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _show(ax: Any, image: np.ndarray, wrong: bool, caption: str = "") -> None:
+    ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(wrong)
+        spine.set_color("red")
+        spine.set_linewidth(3)
+    if caption:
+        ax.set_title(caption, fontsize=7, color="red" if wrong else "black")
+
+
+def prediction_grid(images: np.ndarray, predicted: np.ndarray, labels: np.ndarray,
+                    classes: list[str], per_row: int = 10, max_rows: int = 20) -> Figure:
+    """Note 003's picture: each row holds test images the model put in that class; a red
+    frame marks a wrong prediction, captioned with the true class."""
+    rows = min(len(classes), max_rows)
+    fig, axes = plt.subplots(rows, per_row + 1, figsize=(1.2 * (per_row + 1) + 1, 1.25 * rows),
+                             squeeze=False)
+    for r in range(rows):
+        label_ax = axes[r, 0]
+        label_ax.axis("off")
+        label_ax.text(1.0, 0.5, classes[r], ha="right", va="center", fontsize=9,
+                      transform=label_ax.transAxes)
+        picked = np.flatnonzero(predicted == r)[:per_row]
+        for c in range(per_row):
+            ax = axes[r, c + 1]
+            if c < len(picked):
+                i = picked[c]
+                wrong = labels[i] != r
+                _show(ax, images[i], wrong, classes[labels[i]] if wrong else "")
+            else:
+                ax.axis("off")
+    shown = f" (first {rows} of {len(classes)} classes)" if rows < len(classes) else ""
+    fig.suptitle(f"test images by predicted class{shown}; red frame: wrong, captioned with "
+                 "the true class")
+    fig.tight_layout()
+    return fig
+
+
+def confident_mistakes(images: np.ndarray, probs: np.ndarray, labels: np.ndarray,
+                       classes: list[str], count: int = 16) -> Figure:
+    predicted = probs.argmax(1)
+    wrong = np.flatnonzero(predicted != labels)
+    worst = wrong[np.argsort(-probs[wrong, predicted[wrong]])][:count]
+    cols = 8
+    rows = max(1, -(-len(worst) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 2.1 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, worst, strict=False):
+        ax.axis("on")
+        _show(ax, images[i], True, f"true {classes[labels[i]]}\npred {classes[predicted[i]]} "
+              f"{100 * probs[i, predicted[i]]:.0f}%")
+    fig.suptitle(f"the {len(worst)} most confident mistakes (of {len(wrong)} wrong)")
+    fig.tight_layout()
+    return fig
+
+
+# -- experiments ---------------------------------------------------------------------------
+
+def _band(ax: Any, curves: list[tuple[list[int], list[float]]], label: str,
+          color: Any) -> None:
+    """Mean over seeds with a min-max band; epochs a shorter run lacks are left out."""
+    length = min(len(c[0]) for c in curves)
+    epochs = curves[0][0][:length]
+    values = np.array([c[1][:length] for c in curves])
+    ax.plot(epochs, values.mean(0), marker="o", ms=3, color=color,
+            label=f"{label} (n={len(curves)})")
+    if len(curves) > 1:
+        ax.fill_between(epochs, values.min(0), values.max(0), color=color, alpha=0.2)
+
+
+def overlay_curves(histories: dict[str, list[list[dict[str, Any]]]], title: str) -> Figure:
+    """Train loss, val loss and val accuracy per epoch of every variant: the mean over seeds,
+    and a band from the lowest to the highest seed."""
+    panels = [("train_loss", "train loss", 1), ("val_loss", "val loss", 1),
+              ("val_accuracy", "val accuracy (%)", 100)]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    colors = plt.cm.tab10.colors
+    for ax, (key, label, scale) in zip(axes, panels, strict=True):
+        for i, (name, runs) in enumerate(histories.items()):
+            curves = [_series(h, key) for h in runs]
+            curves = [(e, [scale * v for v in values]) for e, values in curves if e]
+            if curves:
+                _band(ax, curves, name, colors[i % 10])
+        ax.set(title=label, xlabel="epoch", ylabel=label)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4),
+                   bbox_to_anchor=(0.5, -0.02 - 0.05 * (len(labels) // 4)))
+    fig.suptitle(f"{title}: mean over seeds, band = lowest to highest seed")
+    fig.tight_layout(rect=(0, 0.08 + 0.05 * (len(labels) // 4), 1, 1))
+    return fig
+
+
+def metric_vs_time(points: dict[str, list[tuple[float, float]]], metric_label: str,
+                   title: str) -> Figure:
+    """Each run as a dot (wall seconds, metric); each variant's mean as a cross."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = plt.cm.tab10.colors
+    for i, (name, runs) in enumerate(points.items()):
+        x, y = np.array(runs).T
+        color = colors[i % 10]
+        ax.scatter(x, y, color=color, alpha=0.5, s=20)
+        ax.scatter([x.mean()], [y.mean()], color=color, marker="X", s=120,
+                   label=f"{name} (n={len(x)})", edgecolors="black")
+    ax.set(title=title, xlabel="wall time per run (s)", ylabel=metric_label)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def comparison_bars(names: list[str], means: list[float], errors: list[float | None],
+                    metric_label: str, title: str) -> Figure:
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names) + 2), 4.5))
+    yerr = [e or 0.0 for e in errors]
+    ax.bar(range(len(names)), means, yerr=yerr, capsize=6, color="tab:blue", alpha=0.8)
+    ax.set_xticks(range(len(names)), names, rotation=20 if len(names) > 4 else 0, ha="right"
+                  if len(names) > 4 else "center")
+    low = min(m - e for m, e in zip(means, yerr, strict=True))
+    high = max(m + e for m, e in zip(means, yerr, strict=True))
+    pad = max((high - low) * 0.3, 0.5)
+    ax.set_ylim(low - pad, high + pad)
+    ax.set(title=title, ylabel=metric_label, xlabel="variant (error bar: 95% CI of the mean)")
+    fig.tight_layout()
+    return fig
+
+
+def axis_effect(axis: str, values: list[float], means: list[float],
+                errors: list[float | None], seconds_per_epoch: list[float],
+                metric_label: str) -> Figure:
+    """Note 001's batch-size comparison, for any numeric axis: the final metric and the
+    time per epoch against the axis value (log-2 scale for powers of two)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    left.errorbar(values, means, yerr=[e or 0.0 for e in errors], marker="o", capsize=5)
+    left.set(title=f"{metric_label} vs {axis}", xlabel=axis, ylabel=metric_label)
+    right.plot(values, seconds_per_epoch, marker="o", color="tab:orange")
+    right.set(title=f"training time per epoch vs {axis}", xlabel=axis,
+              ylabel="seconds per epoch (mean over runs)", ylim=(0, None))
+    if all(v > 0 and (int(v) & (int(v) - 1)) == 0 and v == int(v) for v in values):
+        for ax in (left, right):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(values, [str(int(v)) for v in values])
+    fig.tight_layout()
+    return fig
