@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -228,3 +227,119 @@ def test_sweep_with_workers_and_report(tmp_path, folder, monkeypatch):
     assert {p.name for p in run_html.parent.glob("*.png")} == {
         "curves.png", "confusion_matrix.png", "per_class_accuracy.png",
         "prediction_grid.png", "confident_mistakes.png"}
+
+
+# -- tune ----------------------------------------------------------------------------------
+
+def tune_file(path, folder, trials, pruner="none"):
+    return write_experiment(
+        path, base=base(folder, epochs=2),
+        search={"optim.lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True},
+                "train.batch_size": {"type": "int", "low": 8, "high": 16, "step": 8}},
+        tune={"trials": trials, "sampler": "tpe", "pruner": pruner, "startup_trials": 2})
+
+
+def test_tune_resumes_its_study_and_an_interrupted_trial(tmp_path, folder):
+    from imgcls.experiment.tune import run_tune, write_best
+
+    out = tmp_path / "out"
+    study = run_tune(load_experiment(tune_file(tmp_path / "t.yaml", folder, 2)), out,
+                     log=lambda m: None)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    first = (out / "trials/trial-0000/summary.json").stat().st_mtime_ns
+
+    plan = load_experiment(tune_file(tmp_path / "t.yaml", folder, 3))
+    study = run_tune(plan, out, log=lambda m: None)  # the same study, one more trial
+    assert len(study.trials) == 3 and (out / "trials/trial-0002/summary.json").is_file()
+    assert (out / "trials/trial-0000/summary.json").stat().st_mtime_ns == first
+
+    tune_file(tmp_path / "t.yaml", folder, 4)  # Ctrl-C in the middle of trial 3
+    proc = subprocess.Popen([sys.executable, "-m", "imgcls.cli", "tune", str(tmp_path / "t.yaml"),
+                             "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    metrics = out / "trials/trial-0003/metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (
+            metrics.is_file() and metrics.read_text().strip()):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130 and "run the same command again" in output, output
+    assert not (out / "trials/trial-0003/summary.json").exists()
+
+    plan = load_experiment(tmp_path / "t.yaml")
+    study = run_tune(plan, out, log=lambda m: None)
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE"] * 3 + ["FAIL", "COMPLETE"]
+    assert study.trials[4].user_attrs["resume_of"] == 3
+    assert study.trials[4].params == study.trials[3].params
+    assert len((out / "trials/trial-0003/metrics.jsonl").read_text().splitlines()) == 2
+    assert not (out / "trials/trial-0004").exists()
+
+    best = write_best(plan, study, tmp_path / "best.yaml")
+    from imgcls.config import load_config
+
+    cfg = load_config(best)
+    assert cfg.optim.lr == pytest.approx(study.best_params["optim.lr"])
+    assert cfg.train.batch_size == study.best_params["train.batch_size"]
+
+
+def test_pruned_trials_stop_early(tmp_path, folder):
+    import optuna
+
+    from imgcls.experiment.tune import objective_for
+
+    class AlwaysPrune(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return True
+
+    plan = load_experiment(tune_file(tmp_path / "t.yaml", folder, 1))
+    study = optuna.create_study(pruner=AlwaysPrune(), direction="maximize")
+    study.optimize(objective_for(plan, tmp_path / "out", lambda m: None), n_trials=1)
+    assert study.trials[0].state.name == "PRUNED"
+    assert study.trials[0].intermediate_values.keys() == {1}
+    summary = json.loads((tmp_path / "out/trials/trial-0000/summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["stop_reason"].startswith("pruned")
+
+
+def test_tune_without_a_search_space_is_explained(tmp_path, folder):
+    from imgcls.experiment.tune import run_tune
+
+    exp = write_experiment(tmp_path / "e.yaml", base=base(folder))
+    with pytest.raises(ValueError, match="no `search` section"):
+        run_tune(load_experiment(exp), tmp_path / "out")
+
+
+def test_runs_and_compare_filter_sort_and_group_across_experiments(tmp_path, folder,
+                                                                     monkeypatch):
+    from typer.testing import CliRunner
+
+    from imgcls import cli
+    from imgcls.cli import app
+
+    monkeypatch.setattr(cli.console, "width", 200)
+
+    for name, lr in (("a", 0.01), ("b", 0.003)):
+        exp = write_experiment(tmp_path / f"{name}.yaml", base=base(folder, epochs=1),
+                               set={"optim.lr": lr}, grid={"train.batch_size": [8, 16]})
+        (tmp_path / f"{name}.yaml").write_text(
+            (tmp_path / f"{name}.yaml").read_text().replace("name: exp", f"name: {name}"))
+        run_sweep(load_experiment(exp), tmp_path / "runs" / name, log=lambda m: None)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["runs", str(tmp_path / "runs"), "--where",
+                                 "train.batch_size=8", "--sort=-test_accuracy"])
+    assert listed.exit_code == 0, listed.output
+    names = [line.split()[1] for line in listed.output.splitlines() if "seed-0" in line]
+    assert sorted(names) == ["a/batch_size=8/seed-0", "b/batch_size=8/seed-0"]
+    accuracy = [float(line.split()[9]) for line in listed.output.splitlines()
+                if "seed-0" in line]
+    assert accuracy == sorted(accuracy, reverse=True)
+    compared = runner.invoke(app, ["compare", str(tmp_path / "runs"), "--by",
+                                   "train.batch_size", "--baseline", "train.batch_size=16"])
+    assert compared.exit_code == 0, compared.output
+    assert "train.batch_size=8" in compared.output and "baseline" in compared.output
+    assert "(Welch's t-test, 2 vs 2 seeds)" in compared.output
+    bad = runner.invoke(app, ["compare", str(tmp_path / "runs"), "--by", "optim.lrr"])
+    assert bad.exit_code == 2 and "no run has this key" in bad.output
+    missing = runner.invoke(app, ["report", str(tmp_path)])
+    assert missing.exit_code == 2 and "neither a run folder" in missing.output

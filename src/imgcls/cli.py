@@ -86,15 +86,75 @@ def eval_(
     console.print_json(json.dumps(result))
 
 
-@app.command()
-def runs(root: Annotated[Path, typer.Argument(help="Folder of runs.")] = Path("runs")) -> None:
-    """A table of runs with their key metrics."""
-    from imgcls.tracking.table import run_rows
+WhereOption = Annotated[list[str], typer.Option(
+    "--where", help="Keep runs whose config key or summary figure equals a value, e.g. "
+    "--where model.name=vgg6 (repeatable).")]
 
-    table = Table("run", "model", "epochs", "best val", "test", "img/s", "wall s", "status")
-    for row in run_rows(root):
+
+@app.command()
+def runs(
+    root: Annotated[Path, typer.Argument(help="Folder of runs (searched recursively).")] = Path(
+        "runs"),
+    where: WhereOption = [],  # noqa: B006
+    sort: Annotated[str | None, typer.Option(
+        help="Sort by a summary figure or config key; prefix '-' for descending, e.g. "
+        "--sort=-test_accuracy (default: newest first).")] = None,
+) -> None:
+    """A table of runs with their key metrics, experiment runs included."""
+    from imgcls.tracking.table import COLUMNS, run_rows
+
+    try:
+        rows = run_rows(root, where, sort)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    table = Table(*COLUMNS)
+    for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+@app.command()
+def compare(
+    paths: Annotated[list[Path], typer.Argument(help="Run or experiment folders, or folders "
+                                                "of them.")],
+    by: Annotated[str | None, typer.Option(
+        help="Group runs by this config key (default: the run's name, i.e. the experiment "
+        "variant).")] = None,
+    where: WhereOption = [],  # noqa: B006
+    metric: Annotated[str, typer.Option(help="Summary figure compared.")] = "test_accuracy",
+    baseline: Annotated[str | None, typer.Option(
+        help="The group the others are tested against (default: the first).")] = None,
+    sort: Annotated[bool, typer.Option(help="Best group first (the baseline stays first).")
+                    ] = True,
+) -> None:
+    """Mean, spread, 95% CI and Welch's t-test of groups of runs, across experiments."""
+    from imgcls.experiment.results import compare as compare_groups
+    from imgcls.experiment.spec import SUMMARY_METRICS
+    from imgcls.tracking.records import find_runs
+    from imgcls.tracking.table import parse_where, select
+
+    try:
+        if metric not in SUMMARY_METRICS:
+            raise ValueError(f"--metric {metric!r}: valid: {', '.join(SUMMARY_METRICS)}")
+        records = select(find_runs(paths), parse_where(where))
+        if by is not None and records and all(r.value(by) is None for r in records):
+            raise ValueError(f"--by {by!r}: no run has this key")
+
+        def group_of(r):
+            return f"{by}={r.value(by)}" if by else str(r.config.get("name", r.path.name))
+
+        names = sorted({group_of(r) for r in records})
+        _, _, higher = SUMMARY_METRICS[metric]
+        groups = compare_groups(records, group_of, metric, baseline, names)
+        if sort:
+            base = [g for g in groups if g.is_baseline]
+            rest = sorted((g for g in groups if not g.is_baseline),
+                          key=lambda g: -1e9 if g.spread is None else
+                          (g.spread.mean if higher else -g.spread.mean), reverse=True)
+            groups = base + rest
+    except _user_errors() as exc:
+        _fail(str(exc))
+    _print_groups(groups, metric, f"{len(records)} runs: {metric}")
 
 
 WorkersOption = Annotated[int, typer.Option(

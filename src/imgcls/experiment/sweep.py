@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from imgcls.config import Config, ConfigError
 from imgcls.experiment.spec import ExperimentPlan
 from imgcls.tracking.io import atomic_write_json
+from imgcls.tracking.records import flatten
 from imgcls.tracking.run import Run
 
 
@@ -81,21 +81,11 @@ def claim(lock_path: Path) -> Iterator[bool]:
         os.close(fd)  # releases the lock; the file stays (deleting it would race)
 
 
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def check_same_config(run_dir: Path, planned: Config) -> None:
     """A run folder left by an earlier sweep must have been trained with the planned
     config; otherwise the experiment file changed and mixing the two would be wrong."""
-    existing = _flat(Run(run_dir).config().model_dump(mode="json"))
-    wanted = _flat(planned.model_dump(mode="json"))
+    existing = flatten(Run(run_dir).config().model_dump(mode="json"))
+    wanted = flatten(planned.model_dump(mode="json"))
     changed = [f"{k}: {existing.get(k)!r} -> {wanted.get(k)!r}"
                for k in sorted(set(existing) | set(wanted)) if existing.get(k) != wanted.get(k)]
     if changed:

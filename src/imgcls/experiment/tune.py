@@ -12,12 +12,13 @@ its per-epoch metric so the pruner can stop poor trials early.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from imgcls.experiment.spec import ExperimentPlan, SearchParam
@@ -26,6 +27,8 @@ from imgcls.train.callbacks import Callback
 from imgcls.train.trainer import Trainer, TrainingDiverged, monitored
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+# heartbeats and retries are marked experimental, but they are what makes a study resumable
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def suggest(trial: optuna.Trial, key: str, p: SearchParam) -> Any:
@@ -60,7 +63,7 @@ def open_study(plan: ExperimentPlan, exp_dir: Path, worker: int = 0) -> optuna.S
     settings = plan.spec.tune
     exp_dir.mkdir(parents=True, exist_ok=True)
     storage = RDBStorage(storage_url(plan, exp_dir), heartbeat_interval=15, grace_period=60,
-                         heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=3))
+                         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
     name = settings.study or plan.name
     # the sampler's seed depends on the trials already there and on the worker, so a resumed
     # or parallel search does not propose the same points again
@@ -87,7 +90,8 @@ def _run_number(trial: optuna.Trial) -> int:
     """The trial whose run folder this trial continues (itself unless it is a retry)."""
     if "resume_of" in trial.user_attrs:
         return trial.user_attrs["resume_of"]
-    history = RetryFailedTrialCallback.retry_history(trial)
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    history = RetryHeartbeatStaleTrialCallback.retry_history(frozen)
     return history[0] if history else trial.number
 
 

@@ -1,34 +1,66 @@
-"""Rows for `imgcls runs`: one per run folder, newest first."""
+"""Rows for `imgcls runs`: one per run folder (experiment runs included), filtered and
+sorted by any summary figure or config key."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import yaml
+
+from imgcls.config import ConfigError
+from imgcls.tracking.records import RunRecord, find_runs
+
+COLUMNS = ("run", "model", "epochs", "best val", "test", "img/s", "wall s", "status")
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def run_rows(root: Path) -> list[tuple[str, ...]]:
+def parse_where(filters: list[str]) -> list[tuple[str, Any]]:
+    """`model.name=vgg6` -> ('model.name', 'vgg6'); values parsed as YAML (64 is a number)."""
+    parsed = []
+    for text in filters:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--where {text!r}: expected KEY=VALUE, e.g. model.name=vgg6")
+        parsed.append((key.strip(), yaml.safe_load(value)))
+    return parsed
+
+
+def select(records: list[RunRecord], where: list[tuple[str, Any]]) -> list[RunRecord]:
+    return [r for r in records if all(r.value(k) == v for k, v in where)]
+
+
+def sort_runs(records: list[RunRecord], key: str | None) -> list[RunRecord]:
+    """By `key` (summary figure or config key; '-' first for descending), else newest first."""
+    if key is None:
+        return sorted(records, key=lambda r: (r.path / "config.yaml").stat().st_mtime,
+                      reverse=True)
+    name = key.lstrip("-")
+    known = [r for r in records if r.value(name) is not None]
+    if records and not known:
+        raise ConfigError(f"--sort {key!r}: no run has {name!r}; use a summary figure "
+                          "(test_accuracy, wall_seconds, ...) or a config key (optim.lr)")
+    ordered = sorted(known, key=lambda r: r.value(name), reverse=key.startswith("-"))
+    return ordered + [r for r in records if r.value(name) is None]
+
+
+def run_rows(root: Path, where: list[str] = (), sort: str | None = None) -> list[tuple[str, ...]]:
+    records = sort_runs(select(find_runs([root]), parse_where(list(where))), sort)
     rows = []
-    for path in sorted(root.glob("*/config.yaml"), reverse=True):
-        folder = path.parent
-        summary_path = folder / "summary.json"
-        if summary_path.is_file():
-            s = json.loads(summary_path.read_text())
-            rows.append((folder.name, s["model"], str(s["epochs"]),
-                         _fmt(s["best_val_accuracy"]), _fmt(s["test_accuracy"]),
-                         _fmt(s["train_images_per_second"], 0), _fmt(s["wall_seconds"], 0),
-                         s["stop_reason"]))
+    for r in records:
+        name = str(r.path.relative_to(root)) if r.path != root else r.path.name
+        if r.summary:
+            s = r.summary
+            rows.append((name, s["model"], str(s["epochs"]), _fmt(s["best_val_accuracy"]),
+                         _fmt(s["test_accuracy"]), _fmt(s["train_images_per_second"], 0),
+                         _fmt(s["wall_seconds"], 0), s["stop_reason"]))
             continue
-        metrics_path = folder / "metrics.jsonl"
-        lines = metrics_path.read_text().splitlines() if metrics_path.is_file() else []
-        last = json.loads(lines[-1]) if lines else {}
-        model = (yaml.safe_load(path.read_text()) or {}).get("model", {}).get("name", "?")
-        rows.append((folder.name, model, str(last.get("epoch", 0)),
-                     _fmt(last.get("val_accuracy")), "-", _fmt(last.get("images_per_second"), 0),
-                     "-", "unfinished (resume with --resume)"))
+        last = (r.metrics() or [{}])[-1]
+        status = f"failed: {r.failed}" if r.failed else "unfinished (resume with --resume)"
+        rows.append((name, str(r.config.get("model.name", "?")), str(last.get("epoch", 0)),
+                     _fmt(last.get("val_accuracy")), "-",
+                     _fmt(last.get("images_per_second"), 0), "-", status))
     return rows

@@ -1,0 +1,64 @@
+"""Run folders as records: flattened config, summary, status. Shared by `imgcls runs`,
+`compare`, sweeps and reports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    config: dict[str, Any]  # flattened: {'optim.lr': 0.1, ...}
+    summary: dict[str, Any] | None
+    failed: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "failed" if self.failed else "finished" if self.summary else "unfinished"
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def value(self, key: str) -> Any:
+        """A summary figure or a config key, for filters, sorting and grouping."""
+        if self.summary and key in self.summary:
+            return self.summary[key]
+        return self.config.get(key)
+
+
+def load_record(path: Path) -> RunRecord:
+    config = flatten(yaml.safe_load((path / "config.yaml").read_text()) or {})
+    summary_path, failed_path = path / "summary.json", path / "failed.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    failed = json.loads(failed_path.read_text())["error"] if failed_path.is_file() else None
+    return RunRecord(path, config, summary, failed)
+
+
+def find_runs(roots: Iterable[Path]) -> list[RunRecord]:
+    """Every run folder under the given folders (a folder may itself be a run)."""
+    found: dict[Path, RunRecord] = {}
+    for root in roots:
+        for config in sorted(root.rglob("config.yaml")):
+            if "report" not in config.parts and config.parent not in found:
+                found[config.parent] = load_record(config.parent)
+    return list(found.values())
