@@ -283,6 +283,13 @@ def test_tune_resumes_its_study_and_an_interrupted_trial(tmp_path, folder):
     assert cfg.optim.lr == pytest.approx(study.best_params["optim.lr"])
     assert cfg.train.batch_size == study.best_params["train.batch_size"]
 
+    from imgcls.report import create_report
+
+    html = create_report(out)
+    assert {"search_history.png", "search_parameters.png", "best_trial_curves.png",
+            "best_trial_confusion_matrix.png"} <= {p.name for p in html.parent.glob("*.png")}
+    assert "4 complete, 0 pruned, 1 failed" in html.read_text()
+
 
 def test_pruned_trials_stop_early(tmp_path, folder):
     import optuna

@@ -274,7 +274,7 @@ def tune(
     except KeyboardInterrupt:
         console.print("interrupted; run the same command again to resume the study")
         raise typer.Exit(130) from None
-    rows = trial_rows(study)
+    rows = trial_rows(study, exp_dir)
     table = Table(*rows[0], title=f"{plan.name}: trials")
     for row in rows:
         table.add_row(*row.values())

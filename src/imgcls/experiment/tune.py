@@ -22,6 +22,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from imgcls.experiment.spec import ExperimentPlan, SearchParam
+from imgcls.tracking.io import atomic_write_json
 from imgcls.tracking.run import Run
 from imgcls.train.callbacks import Callback
 from imgcls.train.trainer import Trainer, TrainingDiverged, monitored
@@ -91,7 +92,9 @@ def _run_number(trial: optuna.Trial) -> int:
     if "resume_of" in trial.user_attrs:
         return trial.user_attrs["resume_of"]
     frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
-    history = RetryHeartbeatStaleTrialCallback.retry_history(frozen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        history = RetryHeartbeatStaleTrialCallback.retry_history(frozen)
     return history[0] if history else trial.number
 
 
@@ -121,7 +124,7 @@ def objective_for(plan: ExperimentPlan, exp_dir: Path,
         params = {key: suggest(trial, key, p) for key, p in plan.spec.search.items()}
         number = _run_number(trial)
         run_dir = exp_dir / "trials" / f"trial-{number:04d}"
-        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("run_dir", str(run_dir.relative_to(exp_dir)))  # same on every host
         cfg = plan.config(plan.baseline, plan.seeds[0], extra=params)
         pruning = [OptunaPruning(trial, settings.metric)]
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
@@ -159,6 +162,11 @@ def run_tune(plan: ExperimentPlan, exp_dir: Path, log: Callable[[str], None] = p
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     worker = int(os.environ.get("IMGCLS_WORKER", "0"))
     study = open_study(plan, exp_dir, worker)
+    settings = plan.spec.tune
+    atomic_write_json(exp_dir / "tune.json", {  # what `imgcls report` needs to find the study
+        "name": plan.name, "file": plan.origin, "storage": storage_url(plan, exp_dir),
+        "study": study.study_name, "metric": settings.metric, "direction": settings.direction,
+        "search": {k: p.model_dump() for k, p in plan.spec.search.items()}})
     if worker == 0:
         for number in requeue_interrupted(study):
             log(f"trial {number} was interrupted; queued to resume")
@@ -170,11 +178,11 @@ def run_tune(plan: ExperimentPlan, exp_dir: Path, log: Callable[[str], None] = p
     return study
 
 
-def trial_rows(study: optuna.Study) -> list[dict[str, str]]:
+def trial_rows(study: optuna.Study, exp_dir: Path) -> list[dict[str, str]]:
     rows = []
     for t in study.get_trials(deepcopy=False):
-        epochs = len(Run(t.user_attrs["run_dir"]).metrics()) if "run_dir" in t.user_attrs \
-            else 0
+        run_dir = t.user_attrs.get("run_dir")
+        epochs = len(Run(exp_dir / run_dir).metrics()) if run_dir else 0
         rows.append({
             "trial": str(t.number), "state": t.state.name.lower(),
             "value": "-" if t.value is None else f"{t.value:.4f}", "epochs": str(epochs),

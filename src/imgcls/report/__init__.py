@@ -34,10 +34,12 @@ def create_report(path: str | Path) -> Path:
     if (path / "experiment.json").is_file():
         return write_report(path / "report", f"experiment {path.name}",
                             experiment_sections(path))
+    if (path / "tune.json").is_file():
+        return write_report(path / "report", f"search {path.name}", search_sections(path))
     if (path / "config.yaml").is_file():
         return write_report(path / "report", f"run {path.name}", run_sections(path))
     raise FileNotFoundError(f"{path}: neither a run folder (config.yaml) nor an experiment "
-                            "folder (experiment.json)")
+                            "folder (experiment.json from sweep, tune.json from tune)")
 
 
 # -- one run ------------------------------------------------------------------------------
@@ -164,3 +166,42 @@ def experiment_sections(exp_dir: Path) -> list[Section]:
                    key=lambda r: r.summary[metric] if higher else -r.summary[metric])
     heading = f"best run ({best_group.name}/{best_run.path.name}): "
     return sections + run_sections(best_run.path, heading, "best_run_")
+
+
+# -- a search -----------------------------------------------------------------------------
+
+def search_sections(exp_dir: Path) -> list[Section]:
+    import json
+
+    import optuna
+
+    from imgcls.experiment.tune import trial_rows
+
+    info = json.loads((exp_dir / "tune.json").read_text())
+    study = optuna.load_study(study_name=info["study"], storage=info["storage"])
+    trials = [{"number": t.number, "state": t.state.name.lower(), "value": t.value,
+               "params": t.params, "curve": dict(sorted(t.intermediate_values.items())),
+               "run_dir": t.user_attrs.get("run_dir")} for t in study.trials]
+    states = [t["state"] for t in trials]
+    metric, maximize = info["metric"], info["direction"] == "maximize"
+    lines = [f"{len(trials)} trials: {states.count('complete')} complete, "
+             f"{states.count('pruned')} pruned, {states.count('fail')} failed; objective: "
+             f"{info['direction']} the best epoch's {metric} (validation data, never test)."]
+    sections = [Section("trials", lines, trial_rows(study, exp_dir))]
+    done = [t for t in trials if t["state"] == "complete"]
+    if not done:
+        return sections
+    best = study.best_trial
+    lines.append(f"Best: trial {best.number}, {metric} {best.value:.4f}, " + ", ".join(
+        f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
+        for k, v in best.params.items()) + f"; its full config: {exp_dir / 'best.yaml'}.")
+    numeric = {k: p.get("log", False) for k, p in info["search"].items()
+               if p["type"] != "categorical"}
+    figures = [("search_history", plots.search_history(trials, metric, maximize))]
+    if numeric:
+        figures.append(("search_parameters", plots.search_parameters(trials, numeric, metric)))
+    sections.append(Section("figures", figures=figures))
+    run_dir = exp_dir / best.user_attrs["run_dir"]
+    if (run_dir / "summary.json").is_file():
+        sections += run_sections(run_dir, f"best trial ({run_dir.name}): ", "best_trial_")
+    return sections

@@ -97,8 +97,11 @@ def _show(ax: Any, image: np.ndarray, wrong: bool, caption: str = "") -> None:
 def prediction_grid(images: np.ndarray, predicted: np.ndarray, labels: np.ndarray,
                     classes: list[str], per_row: int = 10, max_rows: int = 20) -> Figure:
     """Note 003's picture: each row holds test images the model put in that class; a red
-    frame marks a wrong prediction, captioned with the true class."""
+    frame marks a wrong prediction, captioned with the true class. Images are drawn at
+    random (fixed seed): test sets are often sorted by class, and the first images
+    predicted as a class would then all share one true class."""
     rows = min(len(classes), max_rows)
+    order = np.random.default_rng(0).permutation(len(predicted))
     fig, axes = plt.subplots(rows, per_row + 1, figsize=(1.2 * (per_row + 1) + 1, 1.25 * rows),
                              squeeze=False)
     for r in range(rows):
@@ -106,7 +109,7 @@ def prediction_grid(images: np.ndarray, predicted: np.ndarray, labels: np.ndarra
         label_ax.axis("off")
         label_ax.text(1.0, 0.5, classes[r], ha="right", va="center", fontsize=9,
                       transform=label_ax.transAxes)
-        picked = np.flatnonzero(predicted == r)[:per_row]
+        picked = order[predicted[order] == r][:per_row]
         for c in range(per_row):
             ax = axes[r, c + 1]
             if c < len(picked):
@@ -129,7 +132,7 @@ def confident_mistakes(images: np.ndarray, probs: np.ndarray, labels: np.ndarray
     worst = wrong[np.argsort(-probs[wrong, predicted[wrong]])][:count]
     cols = 8
     rows = max(1, -(-len(worst) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 2.1 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 2.5 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, worst, strict=False):
@@ -226,5 +229,64 @@ def axis_effect(axis: str, values: list[float], means: list[float],
         for ax in (left, right):
             ax.set_xscale("log", base=2)
             ax.set_xticks(values, [str(int(v)) for v in values])
+    fig.tight_layout()
+    return fig
+
+
+# -- searches ------------------------------------------------------------------------------
+
+def search_history(trials: list[dict[str, Any]], metric: str, maximize: bool) -> Figure:
+    """Each trial's value (pruned ones at their last reported value, grey) and the best so
+    far; `trials` holds number, state, value and curve (epoch -> value)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.5))
+    best, best_line = None, []
+    for t in trials:
+        if t["state"] == "complete":
+            left.scatter(t["number"], t["value"], color="tab:blue", zorder=3)
+            better = best is None or (t["value"] > best if maximize else t["value"] < best)
+            best = t["value"] if better else best
+        elif t["state"] == "pruned" and t["curve"]:
+            left.scatter(t["number"], list(t["curve"].values())[-1], color="grey",
+                         marker="x", zorder=3)
+        best_line.append((t["number"], best))
+        if t["curve"]:
+            epochs = list(t["curve"])
+            style = dict(color="tab:blue", alpha=0.7) if t["state"] == "complete" else dict(
+                color="grey", ls="--", alpha=0.6)
+            right.plot(epochs, list(t["curve"].values()), marker="o", ms=3, **style)
+    xs = [n for n, b in best_line if b is not None]
+    left.step(xs, [b for _, b in best_line if b is not None], where="post", color="tab:red",
+              label="best so far")
+    left.scatter([], [], color="tab:blue", label="complete")
+    left.scatter([], [], color="grey", marker="x", label="pruned (last reported value)")
+    left.set(title="search history", xlabel="trial", ylabel=metric)
+    left.legend(fontsize=8)
+    right.plot([], [], color="tab:blue", label="complete")
+    right.plot([], [], color="grey", ls="--", label="pruned")
+    right.set(title=f"{metric} per epoch of every trial", xlabel="epoch", ylabel=metric)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def search_parameters(trials: list[dict[str, Any]], params: dict[str, bool],
+                      metric: str) -> Figure:
+    """The metric against each searched parameter (`params`: name -> log scale)."""
+    fig, axes = plt.subplots(1, len(params), figsize=(6 * len(params), 4.5), squeeze=False)
+    for ax, (name, log) in zip(axes[0], params.items(), strict=True):
+        for state, style in (("complete", dict(color="tab:blue")),
+                             ("pruned", dict(color="grey", marker="x"))):
+            points = [(t["params"][name], t["value"] if state == "complete" else
+                       list(t["curve"].values())[-1]) for t in trials
+                      if t["state"] == state and name in t["params"] and
+                      (t["value"] is not None or t["curve"])]
+            if points:
+                x, y = zip(*points, strict=True)
+                ax.scatter(x, y, label=state, **style)
+        if log:
+            ax.set_xscale("log")
+        ax.set(title=f"{metric} vs {name}", xlabel=name + (" (log scale)" if log else ""),
+               ylabel=metric)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
