@@ -28,9 +28,8 @@ class Group:
     is_baseline: bool = False
 
     def mean_of(self, key: str) -> float | None:
-        found = [r.summary[key] for r in self.runs if r.summary and r.summary.get(key)
-                 is not None]
-        return sum(found) / len(found) if found else None
+        spread = _spread(self, key)
+        return None if spread is None else spread.mean
 
 
 def compare(records: list[RunRecord], group_of: Callable[[RunRecord], str],
@@ -67,6 +66,12 @@ def _pm(spread: Spread | None, scale: float, digits: int) -> str:
     return text if spread.std is None else f"{text} +- {spread.std * scale:.{digits}f}"
 
 
+def _spread(group: Group, key: str) -> Spread | None:
+    values = [r.summary[key] for r in group.runs if r.summary and r.summary.get(key)
+              is not None]
+    return describe(values) if values else None
+
+
 def table_rows(groups: list[Group], metric: str) -> list[dict[str, str]]:
     """Rows of strings, one per group, for the terminal, markdown, HTML and CSV."""
     label, scale, _ = SUMMARY_METRICS.get(metric, (metric, 1.0, True))
@@ -90,6 +95,8 @@ def table_rows(groups: list[Group], metric: str) -> list[dict[str, str]]:
             f"{d.diff * scale:+.{digits}f}"
             + ("" if d.half_width is None else f" +- {d.half_width * scale:.{digits}f}"),
             "p": "-" if d is None or d.p is None else f"{d.p:.3g}",
+            **({} if metric == "best_val_accuracy" else {
+                "best val (%)": _pm(_spread(g, "best_val_accuracy"), 100.0, digits)}),
             "wall s": "-" if wall is None else f"{wall:.0f}",
             "img/s": "-" if speed is None else f"{speed:.0f}",
         })

@@ -143,8 +143,8 @@ def experiment_sections(exp_dir: Path) -> list[Section]:
         table_rows(groups, metric), bullets=[g.verdict for g in groups if g.verdict])]
     if not done:
         return sections
-    figures = [("comparison", plots.comparison_bars(
-        [g.name for g in done], [g.spread.mean * scale for g in done],
+    figures = [("comparison", plots.comparison_points(
+        {g.name: [v * scale for v in g.values] for g in done},
         [None if g.spread.half_width is None else g.spread.half_width * scale for g in done],
         unit, f"{plan['name']}: {label} per variant"))]
     histories = {g.name: [r.metrics() for r in g.runs] for g in groups}

@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 plt.rcParams.update({"figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
                      "axes.spines.top": False, "axes.spines.right": False})
@@ -40,6 +41,8 @@ def run_curves(history: list[dict[str, Any]], title: str) -> Figure:
     axes[2].plot(epochs, lr, marker="o", ms=3, color="tab:green")
     axes[2].set(title="learning rate (at the start of each epoch)", xlabel="epoch",
                 ylabel="learning rate")
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -172,6 +175,7 @@ def overlay_curves(histories: dict[str, list[list[dict[str, Any]]]], title: str)
             if curves:
                 _band(ax, curves, name, colors[i % 10])
         ax.set(title=label, xlabel="epoch", ylabel=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4),
@@ -198,18 +202,24 @@ def metric_vs_time(points: dict[str, list[tuple[float, float]]], metric_label: s
     return fig
 
 
-def comparison_bars(names: list[str], means: list[float], errors: list[float | None],
-                    metric_label: str, title: str) -> Figure:
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names) + 2), 4.5))
-    yerr = [e or 0.0 for e in errors]
-    ax.bar(range(len(names)), means, yerr=yerr, capsize=6, color="tab:blue", alpha=0.8)
-    ax.set_xticks(range(len(names)), names, rotation=20 if len(names) > 4 else 0, ha="right"
-                  if len(names) > 4 else "center")
-    low = min(m - e for m, e in zip(means, yerr, strict=True))
-    high = max(m + e for m, e in zip(means, yerr, strict=True))
-    pad = max((high - low) * 0.3, 0.5)
-    ax.set_ylim(low - pad, high + pad)
-    ax.set(title=title, ylabel=metric_label, xlabel="variant (error bar: 95% CI of the mean)")
+def comparison_points(values: dict[str, list[float]], errors: list[float | None],
+                      metric_label: str, title: str) -> Figure:
+    """Every seed as a dot and each variant's mean with its 95% CI: with a handful of seeds
+    the individual runs say more than a bar."""
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names) + 2), 4.5))
+    for i, name in enumerate(names):
+        ys = values[name]
+        jitter = np.linspace(-0.12, 0.12, len(ys)) if len(ys) > 1 else np.zeros(1)
+        ax.scatter(i + jitter, ys, color="tab:blue", alpha=0.6, s=25,
+                   label="one seed" if i == 0 else None)
+        ax.errorbar(i + 0.3, np.mean(ys), yerr=errors[i] or 0.0, fmt="D", color="black",
+                    capsize=6, label="mean, 95% CI" if i == 0 else None)
+    ax.set_xticks(range(len(names)), names, rotation=20 if len(names) > 4 else 0,
+                  ha="right" if len(names) > 4 else "center")
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set(title=title, ylabel=metric_label, xlabel="variant")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -265,6 +275,8 @@ def search_history(trials: list[dict[str, Any]], metric: str, maximize: bool) ->
     right.plot([], [], color="grey", ls="--", label="pruned")
     right.set(title=f"{metric} per epoch of every trial", xlabel="epoch", ylabel=metric)
     right.legend(fontsize=8)
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return fig
 
