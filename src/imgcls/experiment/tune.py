@@ -63,7 +63,10 @@ def storage_url(plan: ExperimentPlan, exp_dir: Path) -> str:
 def open_study(plan: ExperimentPlan, exp_dir: Path, worker: int = 0) -> optuna.Study:
     settings = plan.spec.tune
     exp_dir.mkdir(parents=True, exist_ok=True)
-    storage = RDBStorage(storage_url(plan, exp_dir), heartbeat_interval=15, grace_period=60,
+    url = storage_url(plan, exp_dir)
+    # SQLite serializes writers; several local workers wait for the lock instead of failing
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    storage = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=15, grace_period=60,
                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
     name = settings.study or plan.name
     # the sampler's seed depends on the trials already there and on the worker, so a resumed

@@ -79,7 +79,8 @@ def run_sections(run_dir: Path, heading: str = "", prefix: str = "") -> list[Sec
         status = [f"This run failed: {record.failed}"]
     sections = [Section(f"{heading}summary", status, rows),
                 Section(f"{heading}training curves",
-                        figures=[(prefix + "curves", plots.run_curves(history, run_dir.name))]
+                        figures=[(prefix + "curves", plots.run_curves(
+                            history, f"{record.config.get('name', '')} ({run_dir.name})"))]
                         if history else [])]
     if not (run_dir / "checkpoints" / "best.pt").is_file():
         return sections
