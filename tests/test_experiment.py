@@ -232,8 +232,9 @@ def test_sweep_with_workers_and_report(tmp_path, folder, monkeypatch):
 # -- tune ----------------------------------------------------------------------------------
 
 def tune_file(path, folder, trials, pruner="none"):
+    """Trials of 20 short epochs, so that an interrupt lands inside one."""
     return write_experiment(
-        path, base=base(folder, epochs=2),
+        path, base=base(folder, epochs=20),
         search={"optim.lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True},
                 "train.batch_size": {"type": "int", "low": 8, "high": 16, "step": 8}},
         tune={"trials": trials, "sampler": "tpe", "pruner": pruner, "startup_trials": 2})
@@ -273,7 +274,7 @@ def test_tune_resumes_its_study_and_an_interrupted_trial(tmp_path, folder):
     assert states == ["COMPLETE"] * 3 + ["FAIL", "COMPLETE"]
     assert study.trials[4].user_attrs["resume_of"] == 3
     assert study.trials[4].params == study.trials[3].params
-    assert len((out / "trials/trial-0003/metrics.jsonl").read_text().splitlines()) == 2
+    assert len((out / "trials/trial-0003/metrics.jsonl").read_text().splitlines()) == 20
     assert not (out / "trials/trial-0004").exists()
 
     best = write_best(plan, study, tmp_path / "best.yaml")
