@@ -163,12 +163,12 @@ def test_two_concurrent_sweeps_train_each_run_once(tmp_path, folder):
 
 
 def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, folder):
-    exp = write_experiment(tmp_path / "e.yaml", base=base(folder, epochs=4),
+    exp = write_experiment(tmp_path / "e.yaml", base=base(folder, epochs=8),
                            grid={"optim.lr": [0.01, 0.003]}, repeats=1)
     plan = load_experiment(exp)
     run_sweep(plan, tmp_path / "reference", log=lambda m: None)
     out = tmp_path / "killed"
-    for kill_after_epochs in (2, 6):  # mid-way through the first run, then the second
+    for kill_after_epochs in (3, 11):  # mid-way through the first run, then the second
         proc = subprocess.Popen(sweep_command(exp, out), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
