@@ -257,7 +257,10 @@ def test_tune_resumes_its_study_and_an_interrupted_trial(tmp_path, folder):
     tune_file(tmp_path / "t.yaml", folder, 4)  # Ctrl-C in the middle of trial 3
     proc = subprocess.Popen([sys.executable, "-m", "imgcls.cli", "tune", str(tmp_path / "t.yaml"),
                              "--out", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            # a background shell (CI) starts us with SIGINT ignored; a user's
+                            # terminal does not, and Python only turns it into Ctrl-C then
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     metrics = out / "trials/trial-0003/metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not (
@@ -351,3 +354,22 @@ def test_runs_and_compare_filter_sort_and_group_across_experiments(tmp_path, fol
     assert bad.exit_code == 2 and "no run has this key" in bad.output
     missing = runner.invoke(app, ["report", str(tmp_path)])
     assert missing.exit_code == 2 and "neither a run folder" in missing.output
+
+
+def test_tune_workers_share_one_study(tmp_path, folder):
+    import optuna
+
+    exp = tune_file(tmp_path / "t.yaml", folder, 4)
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "imgcls.cli", "tune", str(exp), "--out",
+                             str(out), "--workers", "2"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[w1]" in result.stdout and "[w2]" in result.stdout
+    study = optuna.load_study(study_name="exp", storage=f"sqlite:///{out / 'study.db'}")
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert 4 <= len(done) <= 5  # both workers stop at 4; one may be mid-trial then
+    folders = [t.user_attrs["run_dir"] for t in study.trials]
+    assert len(set(folders)) == len(folders)  # no trial ran in another's folder
+    assert len({tuple(sorted(t.params.items())) for t in done}) == len(done)
+    assert (out / "best.yaml").is_file()
