@@ -180,11 +180,12 @@ def validate(raw: dict[str, Any], origin: str = "config") -> Config:
         raise ConfigError(f"{origin}: invalid configuration:\n{problems}") from None
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
+def parse_override(text: str, option: str = "--set",
+                   example: str = "optim.lr=0.05") -> tuple[list[str], Any]:
     """`optim.lr=0.05` -> (['optim', 'lr'], 0.05); values are parsed as YAML."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.lr=0.05")
+        raise ConfigError(f"{option} {text!r}: expected KEY=VALUE, e.g. {example}")
     return key.strip().split("."), yaml.safe_load(value) if value.strip() else None
 
 

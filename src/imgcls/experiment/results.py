@@ -43,8 +43,7 @@ def compare(records: list[RunRecord], group_of: Callable[[RunRecord], str],
     result = [g for g in groups.values() if g.runs]
     label, scale, higher = SUMMARY_METRICS.get(metric, (metric, 1.0, True))
     for group in result:
-        group.values = [r.summary[metric] for r in group.runs
-                        if r.summary and r.summary.get(metric) is not None]
+        group.values = _values(group, metric)
         group.spread = describe(group.values) if group.values else None
     base = next((g for g in result if g.name == baseline), result[0] if result else None)
     if base is not None:
@@ -66,9 +65,13 @@ def _pm(spread: Spread | None, scale: float, digits: int) -> str:
     return text if spread.std is None else f"{text} +- {spread.std * scale:.{digits}f}"
 
 
+def _values(group: Group, key: str) -> list[float]:
+    """`key` of every finished run of the group that has it."""
+    return [r.summary[key] for r in group.runs if r.summary and r.summary.get(key) is not None]
+
+
 def _spread(group: Group, key: str) -> Spread | None:
-    values = [r.summary[key] for r in group.runs if r.summary and r.summary.get(key)
-              is not None]
+    values = _values(group, key)
     return describe(values) if values else None
 
 

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from imgcls.experiment.results import (
-    Group,
     experiment_groups,
     load_record,
     table_rows,
@@ -111,8 +110,8 @@ def run_sections(run_dir: Path, heading: str = "", prefix: str = "") -> list[Sec
 
 # -- an experiment ------------------------------------------------------------------------
 
-def _seconds_per_epoch(group: Group) -> float:
-    epochs = [m["seconds"] for r in group.runs for m in r.metrics() if "seconds" in m]
+def _seconds_per_epoch(histories: list[list[dict[str, Any]]]) -> float:
+    epochs = [m["seconds"] for history in histories for m in history if "seconds" in m]
     return float(np.mean(epochs)) if epochs else float("nan")
 
 
@@ -160,7 +159,7 @@ def experiment_sections(exp_dir: Path) -> list[Section]:
         figures.append((f"effect_of_{axis.rsplit('.', 1)[-1]}", plots.axis_effect(
             axis, values, [g.spread.mean * scale for g in done],
             [None if g.spread.half_width is None else g.spread.half_width * scale
-             for g in done], [_seconds_per_epoch(g) for g in done], unit)))
+             for g in done], [_seconds_per_epoch(histories[g.name]) for g in done], unit)))
     sections.append(Section("figures", figures=figures))
     best_group = max(done, key=lambda g: g.spread.mean if higher else -g.spread.mean)
     best_run = max((r for r in best_group.runs if r.summary),

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from imgcls.tracking.run import Run
+
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -34,10 +36,7 @@ class RunRecord:
         return "failed" if self.failed else "finished" if self.summary else "unfinished"
 
     def metrics(self) -> list[dict[str, Any]]:
-        path = self.path / "metrics.jsonl"
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return Run(self.path).metrics()
 
     def value(self, key: str) -> Any:
         """A summary figure or a config key, for filters, sorting and grouping."""

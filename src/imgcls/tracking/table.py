@@ -6,9 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from imgcls.config import ConfigError
+from imgcls.config import ConfigError, parse_override
 from imgcls.tracking.records import RunRecord, find_runs
 
 COLUMNS = ("run", "model", "epochs", "best val", "test", "img/s", "wall s", "status")
@@ -20,13 +18,8 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 def parse_where(filters: list[str]) -> list[tuple[str, Any]]:
     """`model.name=vgg6` -> ('model.name', 'vgg6'); values parsed as YAML (64 is a number)."""
-    parsed = []
-    for text in filters:
-        key, sep, value = text.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--where {text!r}: expected KEY=VALUE, e.g. model.name=vgg6")
-        parsed.append((key.strip(), yaml.safe_load(value)))
-    return parsed
+    parsed = [parse_override(text, "--where", "model.name=vgg6") for text in filters]
+    return [(".".join(path), value) for path, value in parsed]
 
 
 def select(records: list[RunRecord], where: list[tuple[str, Any]]) -> list[RunRecord]:
