@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
 
 from imgcls.registry import Registry, closest
 
@@ -66,6 +67,7 @@ class DataConfig(Strict):
 class ModelConfig(Strict):
     name: str = "fastnet94"
     args: dict[str, Any] = Field(default_factory=dict)  # extra keyword arguments
+    small_input: bool = False  # timm models: stride-1 stem, no stem max-pool (32-64 px)
 
     @field_validator("name")
     @classmethod
@@ -74,6 +76,13 @@ class ModelConfig(Strict):
 
         check_model_name(name)
         return name
+
+    @model_validator(mode="after")
+    def _small_input_needs_timm(self) -> ModelConfig:
+        if self.small_input and not self.name.startswith("timm:"):
+            raise ValueError(f"small_input applies to timm:<name> models; {self.name!r} is "
+                             "built for its input size already")
+        return self
 
 
 class AugmentConfig(Strict):

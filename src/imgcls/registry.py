@@ -10,10 +10,10 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
-def closest(name: str, choices: list[str]) -> str:
-    """A ' (did you mean X?)' hint, or '' when nothing is close."""
-    match = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+def closest(name: str, choices: list[str], n: int = 1, cutoff: float = 0.5) -> str:
+    """A ' (did you mean X?)' hint naming up to `n` choices, or '' when nothing is close."""
+    matches = difflib.get_close_matches(name, choices, n=n, cutoff=cutoff)
+    return f" (did you mean {', '.join(map(repr, matches))}?)" if matches else ""
 
 
 class Registry(Generic[T]):

@@ -3,7 +3,8 @@ written for imgcls.
 
 - a frozen 2x2 "whitening" conv initialized from the eigenvectors of the training patches'
   covariance (plus their negatives), so the first layer decorrelates pixels from step one;
-- three groups conv3x3 -> maxpool -> BN -> GELU -> conv3x3 -> BN -> GELU;
+- three groups conv3x3 -> maxpool -> BN -> GELU -> conv3x3 -> BN -> GELU, plus (for the 96%
+  recipe) a third conv whose output is added back to the group's first activation;
 - conv filters initialized as identity (Dirac) kernels, so the untrained net passes its
   input through;
 - BatchNorm with frozen scale, tiny eps and fast-moving statistics;
@@ -29,17 +30,31 @@ class IdentityConv(nn.Conv2d):
             nn.init.dirac_(self.weight[: min(cin, cout)])
 
 
-class ConvGroup(nn.Sequential):
-    def __init__(self, cin: int, cout: int):
-        super().__init__(
-            IdentityConv(cin, cout), nn.MaxPool2d(2), FastBatchNorm(cout), nn.GELU(),
-            IdentityConv(cout, cout), FastBatchNorm(cout), nn.GELU(),
-        )
+class ConvGroup(nn.Module):
+    def __init__(self, cin: int, cout: int, depth: int = 2):
+        super().__init__()
+        if depth not in (2, 3):
+            raise ValueError(f"model.args.depth for fastnet: 2 or 3 convs per group, got {depth}")
+        self.conv1 = IdentityConv(cin, cout)
+        self.pool = nn.MaxPool2d(2)
+        self.norm1 = FastBatchNorm(cout)
+        self.conv2 = IdentityConv(cout, cout)
+        self.norm2 = FastBatchNorm(cout)
+        self.conv3 = IdentityConv(cout, cout) if depth == 3 else None
+        self.norm3 = FastBatchNorm(cout) if depth == 3 else None
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm1(self.pool(self.conv1(x))))
+        y = self.act(self.norm2(self.conv2(x)))
+        if self.conv3 is not None:
+            y = self.act(self.norm3(self.conv3(y)) + x)
+        return y
 
 
 class FastNet(nn.Module):
     def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (64, 256, 256),
-                 whiten_kernel: int = 2, whiten_bias_epochs: float = 3.0):
+                 depth: int = 2, whiten_kernel: int = 2, whiten_bias_epochs: float = 3.0):
         super().__init__()
         whiten_width = 2 * 3 * whiten_kernel**2
         self.whiten = nn.Conv2d(3, whiten_width, whiten_kernel, padding=0, bias=True)
@@ -47,9 +62,9 @@ class FastNet(nn.Module):
         self.whiten_bias_epochs = whiten_bias_epochs
         self.groups = nn.Sequential(
             nn.GELU(),
-            ConvGroup(whiten_width, widths[0]),
-            ConvGroup(widths[0], widths[1]),
-            ConvGroup(widths[1], widths[2]),
+            ConvGroup(whiten_width, widths[0], depth),
+            ConvGroup(widths[0], widths[1], depth),
+            ConvGroup(widths[1], widths[2], depth),
             nn.AdaptiveMaxPool2d(1),  # = MaxPool2d(3) at 32 px; any input size works
             nn.Flatten(),
         )
@@ -80,4 +95,15 @@ class FastNet(nn.Module):
 
 
 def fastnet94(num_classes: int = 10, image_size: int = 32, **kwargs) -> FastNet:
+    """The airbench94 network: widths 64/256/256, two convs per group."""
     return FastNet(num_classes, widths=(64, 256, 256), **kwargs)
+
+
+def fastnet95(num_classes: int = 10, image_size: int = 32, **kwargs) -> FastNet:
+    """The airbench95 network: widths 128/384/384, two convs per group."""
+    return FastNet(num_classes, widths=(128, 384, 384), **kwargs)
+
+
+def fastnet96(num_classes: int = 10, image_size: int = 32, **kwargs) -> FastNet:
+    """The airbench96 network: widths 128/384/512, three convs per group with a residual."""
+    return FastNet(num_classes, widths=(128, 384, 512), depth=3, **kwargs)

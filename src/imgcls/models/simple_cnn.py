@@ -13,19 +13,13 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from imgcls.models.sizing import flatten_classifier
+
 
 def flowers_cnn(num_classes: int = 5, image_size: int = 128, widths: Sequence[int] = (32, 32, 32),
                 hidden: int = 128, dropout: float = 0.0, batchnorm: bool = False,
                 global_pool: bool = False) -> nn.Sequential:
-    side = image_size
-    for _ in widths:
-        side = (side - 2) // 2
-    if side < 1:
-        smallest = 1
-        for _ in widths:
-            smallest = smallest * 2 + 2
-        raise ValueError(f"flowers_cnn with {len(widths)} blocks needs data.image_size >= "
-                         f"{smallest}, got {image_size}")
+    """Note 002's flowers CNN: 3 x (conv 32@3x3 + ReLU + max-pool), dense 128."""
     layers: list[nn.Module] = []
     cin = 3
     for width in widths:
@@ -33,10 +27,6 @@ def flowers_cnn(num_classes: int = 5, image_size: int = 128, widths: Sequence[in
         layers += [nn.BatchNorm2d(width)] if batchnorm else []
         layers += [nn.ReLU(inplace=True), nn.MaxPool2d(2)]
         cin = width
-    features = cin if global_pool else cin * side * side
-    layers += [nn.AdaptiveAvgPool2d(1)] if global_pool else []
-    layers += [nn.Flatten(), nn.Dropout(dropout)]
-    if hidden:
-        layers += [nn.Linear(features, hidden), nn.ReLU(inplace=True)]
-        features = hidden
-    return nn.Sequential(*layers, nn.Linear(features, num_classes))
+    return flatten_classifier(nn.Sequential(*layers), image_size, "flowers_cnn",
+                              [hidden] if hidden else [], num_classes, global_pool,
+                              feature_dropout=dropout)

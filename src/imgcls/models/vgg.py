@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from imgcls.models.sizing import flatten_classifier
 
-def vgg6(num_classes: int = 10, image_size: int = 32, dropout: float = 0.5) -> nn.Sequential:
-    if image_size % 8:
-        raise ValueError(f"vgg6 pools three times: data.image_size must be a multiple of 8, "
-                         f"got {image_size}")
+
+def vgg6(num_classes: int = 10, image_size: int = 32, dropout: float = 0.5,
+         global_pool: bool = False) -> nn.Sequential:
+    """Note 001's VGG-like net: 3 x (2 conv 3x3 + max-pool), dropout, one dense layer."""
     layers: list[nn.Module] = []
     cin = 3
     for width in (64, 128, 256):
@@ -21,6 +22,5 @@ def vgg6(num_classes: int = 10, image_size: int = 32, dropout: float = 0.5) -> n
             layers += [conv, nn.ReLU(inplace=True)]
             cin = width
         layers.append(nn.MaxPool2d(2))
-    side = image_size // 8
-    return nn.Sequential(*layers, nn.Flatten(), nn.Dropout(dropout),
-                         nn.Linear(cin * side * side, num_classes))
+    return flatten_classifier(nn.Sequential(*layers), image_size, "vgg6", [], num_classes,
+                              global_pool, feature_dropout=dropout)

@@ -65,7 +65,7 @@ def load_model(run_dir: str | Path, checkpoint: str = "best",
                                 "for at least one epoch?")
     state = torch.load(path, map_location=device, weights_only=True)
     model = create_model(cfg.model.name, len(pre["classes"]), pre["image_size"],
-                         **cfg.model.args)
+                         cfg.model.small_input, **cfg.model.args)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), pre, cfg
 

@@ -16,6 +16,7 @@ from imgcls.config import Config, ConfigError
 from imgcls.data import DataSplits, ImageSet
 from imgcls.data.loader import BatchLoader, epoch_seed
 from imgcls.models import create_model
+from imgcls.models.profile import forward_gflops
 from imgcls.tracking.run import Run, environment
 from imgcls.train.callbacks import (
     Callback,
@@ -78,7 +79,7 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)  # the seed fixes the initialization
         self.model = create_model(cfg.model.name, len(data.classes), data.image_size,
-                                  **cfg.model.args).to(self.device)
+                                  cfg.model.small_input, **cfg.model.args).to(self.device)
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = create_optimizer(self.model, cfg.optim)
@@ -207,6 +208,7 @@ class Trainer:
             "train_images_per_second": self.images_seen / max(self.train_seconds, 1e-9),
             "data_seconds": self.data.seconds, "startup_seconds": self.startup_seconds,
             "num_parameters": sum(p.numel() for p in self.model.parameters()),
+            "forward_gflops": forward_gflops(self.model, self.data.image_size),
             "images": {k: sum(v) for k, v in self.data.counts().items()},
             "skipped_files": len(self.data.skipped),
             **environment(str(self.device)),
