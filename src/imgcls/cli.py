@@ -301,6 +301,102 @@ def report(
     console.print(f"report: {html_path}", highlight=False)
 
 
+@app.command()
+def models(
+    pattern: Annotated[str | None, typer.Argument(
+        help="Name or glob, e.g. 'resnet*'; 'timm:convnext_*' searches timm's models.")] = None,
+    input_size: Annotated[int, typer.Option(help="Image side in pixels.", min=8)] = 32,
+    num_classes: Annotated[int, typer.Option(min=1)] = 10,
+    bench: Annotated[bool, typer.Option(
+        help="Measure training images/s on this machine (forward, backward, update).")] = False,
+    batch_size: Annotated[int, typer.Option(help="Batch size for --bench.", min=1)] = 64,
+    summary: Annotated[bool, typer.Option(
+        help="Layer-by-layer table of one model, like Keras' model.summary().")] = False,
+    depth: Annotated[int | None, typer.Option(
+        help="--summary: fold layers below this nesting level (1 = top-level blocks).",
+        min=1)] = None,
+    small_input: Annotated[bool, typer.Option(
+        help="timm models: stride-1 stem without max-pool (as model.small_input).")] = False,
+    markdown: Annotated[bool, typer.Option(help="Print a markdown table.")] = False,
+) -> None:
+    """The model zoo: parameters, forward GFLOPs and (with --bench) training speed."""
+    from imgcls.models.catalog import matching_names, model_rows
+
+    names, total = matching_names(pattern)
+    if not names:
+        _fail(f"no model matches {pattern!r}; `imgcls models` lists imgcls' models, "
+              "`imgcls models 'timm:resnet*'` searches timm's")
+    if summary:
+        if len(names) != 1:
+            _fail(f"--summary needs one model; {pattern!r} matches {total}: "
+                  f"{', '.join(names[:8])}{'...' if total > 8 else ''}")
+        return _print_summary(names[0], input_size, num_classes, depth, small_input)
+    rows = []
+    with console.status("measuring...") as status:
+        for row in model_rows(names, input_size, num_classes, bench, batch_size, small_input):
+            status.update(f"measured {row['model']}")
+            rows.append(row)
+    headers = ["model", "source", "params", f"GFLOPs @{input_size}px"]
+    headers += [f"train img/s (batch {batch_size})"] if bench else []
+    headers += ["about"]
+    cells = []
+    for row in rows:
+        if "error" in row:
+            cells.append([row["model"], row["source"], "-", "-"] + (["-"] if bench else [])
+                         + [row["error"]])
+            continue
+        cells.append([row["model"], row["source"], f"{row['params']:,}",
+                      f"{row['gflops']:.3g}"]
+                     + ([f"{row['images_per_second']:.0f}"] if bench else []) + [row["about"]])
+    if markdown:
+        from imgcls.experiment.results import markdown_table
+
+        console.print(markdown_table([dict(zip(headers, c, strict=True)) for c in cells]),
+                      highlight=False, markup=False, soft_wrap=True)
+    else:
+        table = Table(title=f"{len(rows)} model(s)"
+                      + (f" of {total} matching; narrow the pattern" if total > len(rows) else ""))
+        for header in headers:
+            table.add_column(header, no_wrap=header != "about", overflow="fold")
+        for c in cells:
+            table.add_row(*c)
+        console.print(table)
+    if pattern is None and not markdown:
+        console.print("and every timm model as timm:<name>: `imgcls models 'timm:resnet*'`")
+
+
+def _print_summary(name: str, input_size: int, num_classes: int, depth: int | None,
+                   small_input: bool) -> None:
+    from imgcls.models import create_model
+    from imgcls.models.profile import (
+        count_parameters,
+        forward_gflops,
+        layer_summary,
+        statistics_count,
+    )
+
+    try:
+        model = create_model(name, num_classes, input_size, small_input)
+    except ValueError as exc:
+        _fail(str(exc))
+    table = Table("layer (type)", "output shape", "params",
+                  title=f"{name}: {num_classes} classes, input 3 x {input_size} x {input_size}")
+    for layer in layer_summary(model, input_size, depth):
+        table.add_row(f"{layer.name} ({layer.kind})", layer.output_shape, f"{layer.params:,}")
+    console.print(table)
+    trainable, frozen = count_parameters(model)
+    stats = statistics_count(model)
+    console.print(f"Total params: {trainable + frozen:,}\nTrainable params: {trainable:,}\n"
+                  f"Non-trainable params: {frozen:,}", highlight=False)
+    if stats:
+        keras_total = trainable + frozen + stats
+        console.print(f"BatchNorm statistics (buffers): {stats:,}; Keras counts them as "
+                      f"non-trainable params, so its total would read {keras_total:,}",
+                      highlight=False)
+    console.print(f"Forward: {forward_gflops(model, input_size):.3g} GFLOPs per image",
+                  highlight=False)
+
+
 def run_workers_cli(args: list[str], workers: int) -> int:
     from imgcls.experiment.workers import run_workers
 

@@ -89,6 +89,7 @@ def table_rows(groups: list[Group], metric: str) -> list[dict[str, str]]:
         if "failed" in statuses:
             runs += f" ({statuses.count('failed')} failed)"
         wall, speed = g.mean_of("wall_seconds"), g.mean_of("train_images_per_second")
+        params, gflops = g.mean_of("num_parameters"), g.mean_of("forward_gflops")
         rows.append({
             "variant": g.name, "runs": runs,
             f"{label}{unit}": _pm(s, scale, digits),
@@ -100,6 +101,8 @@ def table_rows(groups: list[Group], metric: str) -> list[dict[str, str]]:
             "p": "-" if d is None or d.p is None else f"{d.p:.3g}",
             **({} if metric == "best_val_accuracy" else {
                 "best val (%)": _pm(_spread(g, "best_val_accuracy"), 100.0, digits)}),
+            "params": "-" if params is None else f"{params:,.0f}",
+            "GFLOPs": "-" if gflops is None else f"{gflops:.3g}",
             "wall s": "-" if wall is None else f"{wall:.0f}",
             "img/s": "-" if speed is None else f"{speed:.0f}",
         })

@@ -12,8 +12,13 @@ from imgcls.models.classic import alexnet8, baseline_cnn, lenet5, vgg16_bn
 from imgcls.models.densenet_cifar import densenet121_cifar
 from imgcls.models.fastnet import fastnet94, fastnet95, fastnet96
 from imgcls.models.inception_cifar import inception_cifar
-from imgcls.models.resnet_cifar import (preact_resnet18, resnet18_cifar, resnet34_cifar,
-                                        wrn16_8, wrn28_10)
+from imgcls.models.resnet_cifar import (
+    preact_resnet18,
+    resnet18_cifar,
+    resnet34_cifar,
+    wrn16_8,
+    wrn28_10,
+)
 from imgcls.models.simple_cnn import flowers_cnn
 from imgcls.models.timm_models import create_timm_model, timm_names
 from imgcls.models.vgg import vgg6
@@ -36,8 +41,10 @@ def check_model_name(name: str) -> None:
             raise ValueError(f"unknown timm model {timm_name!r}{hint}; list them with "
                              "`imgcls models 'timm:*PATTERN*'`")
     elif name not in MODELS:
-        raise ValueError(f"unknown model {name!r}{closest(name, MODELS.names(), n=3)}; valid: "
-                         f"{', '.join(MODELS.names())}, or {TIMM_PREFIX}<any timm model>")
+        also_timm = f" ({TIMM_PREFIX}{name} is timm's)" if name in timm_names() else ""
+        raise ValueError(f"unknown model {name!r}{closest(name, MODELS.names(), n=3)}"
+                         f"{also_timm}; valid: {', '.join(MODELS.names())}, or "
+                         f"{TIMM_PREFIX}<any timm model>")
 
 
 def create_model(name: str, num_classes: int, image_size: int = 32, small_input: bool = False,

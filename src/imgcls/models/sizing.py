@@ -4,6 +4,7 @@ too small for the layers, says which sizes work instead of failing deep inside a
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -52,16 +53,18 @@ def flatten_classifier(features: nn.Sequential, image_size: int, model: str,
     the feature map is averaged instead of flattened, so the head no longer grows with the
     input size (what makes these nets usable at 128-224 px, where the flatten would hold
     millions of weights)."""
+    layers: dict[str, nn.Module] = {"features": features}
     if global_pool:
         flat_features(features, image_size, model)  # still rejects too-small inputs
-        reduce: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        layers["pool"] = nn.AdaptiveAvgPool2d(1)
         width = _channels(features)
     else:
-        reduce = [nn.Flatten()]
         width = flat_features(features, image_size, model)
-    reduce += [nn.Dropout(feature_dropout)] if feature_dropout else []
-    head = dense_head(width, hidden, num_classes, activation, dropout)
-    return nn.Sequential(features, *reduce, head)
+    layers["flatten"] = nn.Flatten()
+    if feature_dropout:
+        layers["dropout"] = nn.Dropout(feature_dropout)
+    layers["head"] = dense_head(width, hidden, num_classes, activation, dropout)
+    return nn.Sequential(OrderedDict(layers))
 
 
 def _channels(features: nn.Module) -> int:
