@@ -110,3 +110,31 @@ def test_decoded_arrays_are_cached_and_invalidated(image_folder):
 def test_bad_path_is_named(tmp_path):
     with pytest.raises(DataError, match="nowhere"):
         load_data(cfg(tmp_path / "nowhere"))
+
+
+def test_a_cache_saved_twice_at_once_keeps_the_first_copy(tmp_path, monkeypatch):
+    """Two runs decoding the same data race to rename their copies into place; the loser
+    must keep the winner's folder and clean up, not fail (seen in concurrent sweeps)."""
+    import os
+
+    import numpy as np
+
+    from imgcls.data import cache
+    from imgcls.data.base import ImageSet, SourceData
+
+    def data(value: int) -> SourceData:
+        images = np.full((4, 8, 8, 3), value, np.uint8)
+        return SourceData(ImageSet(images, np.arange(4) % 2), None, ["a", "b"])
+
+    folder = tmp_path / "arrays" / "folder-x"
+    real_replace = os.replace
+
+    def other_run_renames_first(src, dst):
+        monkeypatch.setattr(os, "replace", real_replace)
+        cache.save_cached(folder, data(1))  # the competitor lands between check and rename
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", other_run_renames_first)
+    cache.save_cached(folder, data(2))
+    assert cache.load_cached(folder).train.images.max() == 1
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["folder-x"]  # no temp left

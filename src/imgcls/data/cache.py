@@ -48,10 +48,12 @@ def save_cached(folder: Path, data: SourceData) -> None:
         meta = {"format": FORMAT_VERSION, "classes": data.classes,
                 "has_test": data.test is not None, "skipped": data.skipped}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if folder.exists():  # a concurrent run finished first; theirs is identical
-            shutil.rmtree(tmp)
-        else:
+        try:
             os.replace(tmp, folder)
+        except OSError:  # a concurrent run renamed its identical copy into place first
+            if not (folder / "meta.json").is_file():
+                raise
+            shutil.rmtree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
