@@ -138,3 +138,31 @@ def test_a_cache_saved_twice_at_once_keeps_the_first_copy(tmp_path, monkeypatch)
     cache.save_cached(folder, data(2))
     assert cache.load_cached(folder).train.images.max() == 1
     assert sorted(p.name for p in folder.parent.iterdir()) == ["folder-x"]  # no temp left
+
+
+def test_an_archive_extracted_twice_at_once_keeps_the_first_copy(tmp_path, monkeypatch):
+    import importlib
+    import os
+    import tarfile
+
+    from imgcls.config import DataConfig
+
+    folder_source = importlib.import_module("imgcls.data.folder")  # the module, not the source
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("x")
+    archive = tmp_path / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src", arcname="src")
+    cfg = DataConfig(source="folder", path=str(archive), cache_dir=str(tmp_path / "cache"))
+    real_replace = os.replace
+
+    def other_run_renames_first(src, dst):
+        monkeypatch.setattr(os, "replace", real_replace)
+        folder_source._extract(archive, cfg)
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", other_run_renames_first)
+    target = folder_source._extract(archive, cfg)
+    assert (target / "src" / "a.txt").read_text() == "x"
+    assert [p.name for p in target.parent.iterdir()] == [target.name]  # no temp left

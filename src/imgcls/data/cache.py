@@ -37,6 +37,17 @@ def load_cached(folder: Path) -> SourceData | None:
     return SourceData(_load_set(folder, "train"), test, meta["classes"], meta["skipped"])
 
 
+def move_into_place(tmp: Path, target: Path) -> None:
+    """Rename a finished temporary folder to `target`. Folders only ever appear there
+    complete, so when a concurrent run renamed its identical copy first, keep theirs."""
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        if not target.is_dir():
+            raise
+        shutil.rmtree(tmp)
+
+
 def save_cached(folder: Path, data: SourceData) -> None:
     """Write into a temporary folder and rename it into place: all or nothing."""
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -48,12 +59,7 @@ def save_cached(folder: Path, data: SourceData) -> None:
         meta = {"format": FORMAT_VERSION, "classes": data.classes,
                 "has_test": data.test is not None, "skipped": data.skipped}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # a concurrent run renamed its identical copy into place first
-            if not (folder / "meta.json").is_file():
-                raise
-            shutil.rmtree(tmp)
+        move_into_place(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

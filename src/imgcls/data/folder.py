@@ -5,7 +5,6 @@ which is extracted once into the cache."""
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import tarfile
 import tempfile
@@ -16,6 +15,7 @@ import numpy as np
 
 from imgcls.config import DataConfig
 from imgcls.data.base import DataError, ImageSet, SourceData, cache_root
+from imgcls.data.cache import move_into_place
 from imgcls.data.download import file_digest, verify_checksum
 from imgcls.data.images import decode_many
 
@@ -38,7 +38,7 @@ def _extract(archive: Path, cfg: DataConfig) -> Path:
         else:
             with tarfile.open(archive) as tar:
                 tar.extractall(tmp, filter="data")  # refuses links and paths leaving tmp
-        os.replace(tmp, target)
+        move_into_place(tmp, target)
     except (tarfile.TarError, zipfile.BadZipFile, OSError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DataError(f"{archive}: cannot extract: {exc}") from None
