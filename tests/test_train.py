@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 
 import pytest
 import torch
@@ -127,3 +128,24 @@ def test_load_model_predicts_like_the_run(folder, tmp_path):
     model, pre, _ = load_model(run.path)
     assert pre["classes"] == ["class_0", "class_1", "class_2", "class_3"]
     assert model(torch.zeros(1, 3, 24, 24)).shape == (1, 4)
+
+
+def test_ctrl_c_during_a_checkpoint_write_lets_the_write_finish(tmp_path):
+    """torch.save interrupted mid-zip raises a RuntimeError instead of KeyboardInterrupt
+    (an interrupted trial then looked failed); the write now completes first."""
+    from imgcls.tracking.io import atomic_torch_save
+
+    class CtrlCWhilePickled:
+        def __reduce__(self):
+            signal.raise_signal(signal.SIGINT)  # the user presses Ctrl-C mid-save
+            return (dict, ())
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            atomic_torch_save({"w": torch.ones(3), "x": CtrlCWhilePickled()}, tmp_path / "a.pt")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    with zipfile.ZipFile(tmp_path / "a.pt") as archive:  # complete, without unpickling it
+        assert archive.testzip() is None
+        assert any(name.endswith("data.pkl") for name in archive.namelist())
