@@ -86,9 +86,9 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def _small_input_needs_timm(self) -> ModelConfig:
-        if self.small_input and not self.name.startswith("timm:"):
-            raise ValueError(f"small_input applies to timm:<name> models; {self.name!r} is "
-                             "built for its input size already")
+        from imgcls.models import check_small_input
+
+        check_small_input(self.name, self.small_input)
         return self
 
 

@@ -47,16 +47,20 @@ def check_model_name(name: str) -> None:
                          f"{TIMM_PREFIX}<any timm model>")
 
 
+def check_small_input(name: str, small_input: bool) -> None:
+    if small_input and not name.startswith(TIMM_PREFIX):
+        raise ValueError(f"model.small_input applies to {TIMM_PREFIX}<name> models; {name!r} "
+                         "is built for its input size already")
+
+
 def create_model(name: str, num_classes: int, image_size: int = 32, small_input: bool = False,
                  **args: Any) -> nn.Module:
     """Any registry model, or `timm:<name>` (`small_input` adapts an ImageNet stem to
     32-64 px inputs; the registry's CIFAR models are built for them already)."""
     check_model_name(name)
+    check_small_input(name, small_input)
     if name.startswith(TIMM_PREFIX):
         return create_timm_model(name[len(TIMM_PREFIX):], num_classes, small_input, **args)
-    if small_input:
-        raise ValueError(f"model.small_input applies to {TIMM_PREFIX}<name> models; {name!r} "
-                         "is built for its input size already")
     try:
         return MODELS.get(name)(num_classes=num_classes, image_size=image_size, **args)
     except TypeError as exc:  # a bad model.args key

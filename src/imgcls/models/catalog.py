@@ -45,8 +45,8 @@ def model_rows(names: list[str], image_size: int, num_classes: int, bench: bool 
             yield {**row, "error": f"{type(exc).__name__}: {exc}".split("\n")[0]}
             continue
         trainable, frozen = count_parameters(model)
-        row |= {"params": trainable + frozen, "frozen": frozen, "gflops": gflops}
+        row |= {"params": trainable + frozen, "gflops": gflops}
         if bench:
             row["images_per_second"] = training_images_per_second(model, image_size,
-                                                                  batch_size)
+                                                                  num_classes, batch_size)
         yield row

@@ -26,14 +26,17 @@ def _activation(name: str, model: str) -> type[nn.Module]:
     return ACTIVATIONS[name]
 
 
-def _conv_bn_relu(cin: int, cout: int, kernel: int, padding: str | int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, kernel, padding=padding), nn.BatchNorm2d(cout), nn.ReLU()]
+def conv_bn_relu(cin: int, cout: int, kernel: int, padding: str | int,
+                 stride: int = 1) -> list[nn.Module]:
+    """Keras' Conv2D -> BatchNormalization -> ReLU: the conv keeps its bias."""
+    return [nn.Conv2d(cin, cout, kernel, stride, padding=padding), nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True)]
 
 
 def baseline_cnn(num_classes: int = 10, image_size: int = 32, dropout: float = 0.2,
                  global_pool: bool = False) -> nn.Sequential:
     """Note 004's Baseline: conv 6@5x5 -> BN -> ReLU -> max-pool -> dropout -> dense 128."""
-    features = nn.Sequential(*_conv_bn_relu(3, 6, 5, "same"), nn.MaxPool2d(2))
+    features = nn.Sequential(*conv_bn_relu(3, 6, 5, "same"), nn.MaxPool2d(2))
     return flatten_classifier(features, image_size, "baseline_cnn", [128], num_classes,
                               global_pool, dropout=dropout, feature_dropout=dropout)
 
@@ -54,8 +57,8 @@ def alexnet8(num_classes: int = 10, image_size: int = 32, dropout: float = 0.5,
     """AlexNet shrunk to 32 px (5 convs, 3 dense): 3x3 kernels, overlapping 3/2 max-pools,
     BatchNorm in place of LRN, two dense 2048 layers with dropout."""
     features = nn.Sequential(
-        *_conv_bn_relu(3, 96, 3, 0), nn.MaxPool2d(3, 2),
-        *_conv_bn_relu(96, 256, 3, 0), nn.MaxPool2d(3, 2),
+        *conv_bn_relu(3, 96, 3, 0), nn.MaxPool2d(3, 2),
+        *conv_bn_relu(96, 256, 3, 0), nn.MaxPool2d(3, 2),
         nn.Conv2d(256, 384, 3, padding="same"), nn.ReLU(),
         nn.Conv2d(384, 384, 3, padding="same"), nn.ReLU(),
         nn.Conv2d(384, 256, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(3, 2))
@@ -71,7 +74,7 @@ def vgg16_bn(num_classes: int = 10, image_size: int = 32, dropout: float = 0.2,
     cin = 3
     for width, convs in ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)):
         for _ in range(convs):
-            layers += _conv_bn_relu(cin, width, 3, "same")
+            layers += conv_bn_relu(cin, width, 3, "same")
             cin = width
         layers += [nn.MaxPool2d(2), nn.Dropout(dropout)]
     return flatten_classifier(nn.Sequential(*layers), image_size, "vgg16_bn", [512, 512],

@@ -9,11 +9,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from imgcls.models.classic import conv_bn_relu
+
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
     # Keras' padding="same": stride-2 1x1 convs give ceil(n / 2), as here with padding 0
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(*conv_bn_relu(cin, cout, kernel, kernel // 2, stride))
 
 
 class InceptionModule(nn.Module):

@@ -16,7 +16,7 @@ from imgcls.config import Config, ConfigError
 from imgcls.data import DataSplits, ImageSet
 from imgcls.data.loader import BatchLoader, epoch_seed
 from imgcls.models import create_model
-from imgcls.models.profile import forward_gflops
+from imgcls.models.profile import count_parameters, forward_gflops
 from imgcls.tracking.run import Run, environment
 from imgcls.train.callbacks import (
     Callback,
@@ -207,7 +207,7 @@ class Trainer:
             "wall_seconds": self.wall_seconds(), "train_seconds": self.train_seconds,
             "train_images_per_second": self.images_seen / max(self.train_seconds, 1e-9),
             "data_seconds": self.data.seconds, "startup_seconds": self.startup_seconds,
-            "num_parameters": sum(p.numel() for p in self.model.parameters()),
+            "num_parameters": sum(count_parameters(self.model)),
             "forward_gflops": forward_gflops(self.model, self.data.image_size),
             "images": {k: sum(v) for k, v in self.data.counts().items()},
             "skipped_files": len(self.data.skipped),
