@@ -22,7 +22,7 @@ def test_set_overrides_parse_yaml_values(tmp_path):
                       ["optim.lr=0.05", "train.batch_size=64", "augment.flip=none",
                        "train.early_stopping.patience=3", "optim.betas=[0.8, 0.9]"])
     assert cfg.optim.lr == 0.05 and cfg.train.batch_size == 64
-    assert cfg.augment.flip == "none"
+    assert cfg.augment.ops == []  # the foundation's shorthand, as ops
     assert cfg.train.early_stopping.patience == 3  # a section created by --set
     assert cfg.optim.betas == (0.8, 0.9)
 

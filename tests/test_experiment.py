@@ -56,8 +56,8 @@ def test_grid_and_variants_expand_to_named_validated_runs(tmp_path, folder):
     assert len(names) == 8 and names[0] == "plain,batch_size=8,lr=0.01"
     assert plan.seeds == [0, 1, 2]
     cfg = plan.config("flip,batch_size=16,lr=0.1", 2)
-    assert (cfg.train.batch_size, cfg.optim.lr, cfg.augment.flip, cfg.seed, cfg.train.epochs) \
-        == (16, 0.1, "random", 2, 1)
+    assert (cfg.train.batch_size, cfg.optim.lr, cfg.augment.ops[0]["name"], cfg.seed,
+            cfg.train.epochs) == (16, 0.1, "flip", 2, 1)
     assert cfg.name == "exp/flip,batch_size=16,lr=0.1"
 
 

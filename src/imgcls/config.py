@@ -69,6 +69,7 @@ class DataConfig(Strict):
     cache_dir: str | None = None  # default: $IMGCLS_CACHE or ~/.cache/imgcls
     train_subset: int | None = Field(None, ge=1)  # stratified subset of the training data
     split_seed: int = 0  # fixes the val/test split across run seeds
+    in_memory: bool | None = None  # None: if the images take under half the free memory
 
 
 class ModelConfig(Strict):
@@ -92,9 +93,58 @@ class ModelConfig(Strict):
         return self
 
 
+def _resolve_op(entry: Any) -> dict[str, Any]:
+    from imgcls.augment import resolve_op
+
+    return resolve_op(entry)
+
+
+AugmentOpEntry = Annotated[str | dict[str, Any], AfterValidator(_resolve_op)]
+
+
+class MixConfig(Strict):
+    """MixUp / CutMix; off while both alphas are 0."""
+
+    mixup_alpha: float = Field(0.0, ge=0)  # Beta(alpha, alpha) mixing weights
+    cutmix_alpha: float = Field(0.0, ge=0)
+    prob: float = Field(1.0, ge=0, le=1)  # share of images mixed
+    switch_prob: float = Field(0.5, ge=0, le=1)  # CutMix instead of MixUp, when both are on
+
+    @property
+    def enabled(self) -> bool:
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+
 class AugmentConfig(Strict):
-    flip: Literal["none", "random", "alternate"] = "random"
-    translate: int = Field(0, ge=0, le=64)  # max shift in pixels (reflect-padded crop)
+    """`ops` run in order on every training batch; each entry is an op or policy name or a
+    mapping `{name: ..., p: ..., <the op's keys>}` (`imgcls augment list`)."""
+
+    ops: list[AugmentOpEntry] = Field(default_factory=lambda: ["flip"], validate_default=True)
+    mix: MixConfig = Field(default_factory=MixConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        """The foundation's `flip: none|random|alternate` and `translate: PIXELS` keys, as
+        ops (saved runs and short configs keep working)."""
+        if not isinstance(data, dict) or not {"flip", "translate"} & set(data):
+            return data
+        data = dict(data)
+        if "ops" in data:
+            raise ValueError("augment: give either ops or the flip/translate shorthand, "
+                             "not both")
+        flip, pixels = data.pop("flip", "random"), data.pop("translate", 0)
+        valid_flips = {"none": None, "random": {"name": "flip"},
+                       "alternate": {"name": "flip", "alternate": True}}
+        if flip not in valid_flips:
+            raise ValueError(f"augment.flip = {flip!r}: expected one of "
+                             f"{', '.join(map(repr, valid_flips))}")
+        if not isinstance(pixels, int) or pixels < 0:
+            raise ValueError(f"augment.translate = {pixels!r}: expected a whole number of "
+                             "pixels >= 0")
+        ops = [valid_flips[flip]] if valid_flips[flip] else []
+        data["ops"] = ops + ([{"name": "translate", "pixels": pixels}] if pixels else [])
+        return data
 
 
 class OptimConfig(Strict):

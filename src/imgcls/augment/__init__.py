@@ -1,80 +1,54 @@
-"""Batch augmentation: ops that take a whole uint8 NHWC batch on the training device and
-give every image its own random parameters.
+"""Batch augmentation: ops that take a whole NCHW batch (uint8 0-255 or float 0-1) on the
+training device and give every image its own random parameters.
 
-An op is `op(batch, ctx) -> batch`. The registry maps config names to op factories; the
-loader applies the pipeline right after gathering a batch, before float conversion, so the
-ops stay cheap integer index arithmetic. The full op library plugs in here.
+Configs list ops by name (`augment.ops`); `resolve_op` turns one entry into its fully
+resolved form (every default written out, so a run's saved config says exactly what ran)
+and `create_augment` into callables. The loader applies them right after gathering a batch,
+before normalization; `augment.mix` (MixUp/CutMix) runs after it, since it mixes labels too.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
-import torch
+from pydantic import ValidationError
 
+from imgcls.augment import ops, policies  # noqa: F401  (register the ops)
+from imgcls.augment.base import AUGMENTS, AugmentContext, AugmentOp
+from imgcls.augment.mix import Mixer
 from imgcls.config import AugmentConfig
-from imgcls.registry import Registry
+
+__all__ = ["AUGMENTS", "AugmentContext", "AugmentOp", "Mixer", "create_augment", "resolve_op"]
 
 
-@dataclass
-class AugmentContext:
-    ids: torch.Tensor  # dataset index of every image in the batch (for per-image state)
-    dataset_size: int
-    epoch: int
-    generator: torch.Generator  # CPU generator seeded from (seed, epoch)
-    seed: int
+def build_op(entry: str | dict[str, Any]) -> AugmentOp:
+    """An op from a config entry: a name, or a mapping with `name` and the op's keys."""
+    spec = {"name": entry} if isinstance(entry, str) else dict(entry)
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError("expected an op name or a mapping with a `name` key, e.g. "
+                         "{name: translate, frac: 0.1, p: 1.0}")
+    name = spec.pop("name")
+    if name not in AUGMENTS:
+        raise ValueError(AUGMENTS.unknown_message(str(name)))
+    cls = AUGMENTS.get(name)
+    try:
+        return cls.model_validate(spec)
+    except ValidationError as exc:
+        raise ValueError(f"{name}: " + "; ".join(_problem(e, cls) for e in exc.errors())
+                         ) from None
 
 
-Op = Callable[[torch.Tensor, AugmentContext], torch.Tensor]
-AUGMENTS: Registry[Callable[..., Op]] = Registry("augmentation")
+def _problem(error: dict[str, Any], cls: type[AugmentOp]) -> str:
+    key = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {key!r}; valid keys: {', '.join(cls.model_fields)}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{key} = {error['input']!r}: {message}" if key else message
 
 
-def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
-    """Mirror out-of-range pixel indices back inside [0, size): reflect padding as indexing."""
-    index = index.abs()
-    return torch.where(index >= size, 2 * (size - 1) - index, index)
+def resolve_op(entry: str | dict[str, Any]) -> dict[str, Any]:
+    return build_op(entry).spec()
 
 
-def _flip_mask(ctx: AugmentContext, n: int, mode: str) -> torch.Tensor:
-    if mode == "random":
-        return torch.rand(n, generator=ctx.generator) < 0.5
-    # alternate: a fixed random choice per image, inverted on every odd epoch, so each image
-    # is seen both ways in any two consecutive epochs (airbench's trick)
-    return _base_flips(ctx.seed, ctx.dataset_size)[ctx.ids.cpu()] ^ bool(ctx.epoch % 2)
-
-
-@functools.lru_cache(maxsize=8)
-def _base_flips(seed: int, dataset_size: int) -> torch.Tensor:
-    """The per-image flip choice of even epochs, drawn once per (seed, dataset)."""
-    generator = torch.Generator().manual_seed(seed * 7919 + 17)
-    return torch.rand(dataset_size, generator=generator) < 0.5
-
-
-@AUGMENTS.register("flip_translate")
-def flip_translate(flip: str = "random", translate: int = 0) -> Op:
-    """Horizontal flip (`none`, `random` per image, or `alternate`) and a random shift of up
-    to `translate` pixels each way with reflected borders (random crop of a reflect-padded
-    image), fused into a single gather."""
-
-    def op(batch: torch.Tensor, ctx: AugmentContext) -> torch.Tensor:
-        n, h, w, _ = batch.shape
-        device = batch.device
-        dy = torch.randint(-translate, translate + 1, (n, 1), generator=ctx.generator)
-        dx = torch.randint(-translate, translate + 1, (n, 1), generator=ctx.generator)
-        cols = torch.arange(w).expand(n, w)
-        if flip != "none":
-            cols = torch.where(_flip_mask(ctx, n, flip)[:, None], w - 1 - cols, cols)
-        rows = _reflect(torch.arange(h) + dy, h).to(device)
-        cols = _reflect(cols + dx, w).to(device)
-        sample = torch.arange(n, device=device)[:, None, None]
-        return batch[sample, rows[:, :, None], cols[:, None, :]]
-
-    return op
-
-
-def create_augment(cfg: AugmentConfig) -> list[Op]:
-    if cfg.flip == "none" and cfg.translate == 0:
-        return []
-    return [AUGMENTS.get("flip_translate")(flip=cfg.flip, translate=cfg.translate)]
+def create_augment(cfg: AugmentConfig) -> list[AugmentOp]:
+    return [build_op(entry) for entry in cfg.ops]

@@ -1,15 +1,20 @@
-"""The in-memory loader: the whole uint8 dataset sits on the training device; each batch is
-one gather plus batched augmentation and normalization. No worker processes, no per-image
-Python (airbench's approach), which keeps a 2-core CPU busy with the model, not the data."""
+"""The batch loader: each batch is one gather of uint8 images, the augmentation ops on the
+training device, then normalization as one fused multiply-add. No worker processes, no
+per-image Python (airbench's approach), which keeps a 2-core CPU busy with the model.
+
+Datasets that fit in memory sit on the training device whole. Larger ones stay in their
+memory-mapped cache file and each batch is read from it; the ops are the same either way.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from imgcls.augment import AugmentContext, Op
+from imgcls.augment import AugmentContext, AugmentOp, Mixer
 from imgcls.data.base import ImageSet
 
 
@@ -18,18 +23,33 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
 
 
+def fits_in_memory(nbytes: int, share: float = 0.5) -> bool:
+    """Whether `nbytes` is at most `share` of the memory available now."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # no sysconf: assume it fits
+        return True
+    return nbytes <= share * available
+
+
 class BatchLoader:
     def __init__(self, data: ImageSet, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
                  device: torch.device, *, shuffle: bool = False, drop_last: bool = False,
-                 augment: Sequence[Op] = (), seed: int = 0, channels_last: bool = True):
-        # read-only memory maps are copied into RAM; arrays already there are used as they are
-        self.images = torch.from_numpy(np.require(data.images, requirements=["C", "W"])).to(device)
+                 augment: Sequence[AugmentOp] = (), mix: Mixer | None = None, seed: int = 0,
+                 channels_last: bool = True, in_memory: bool | None = None):
+        if in_memory is None:
+            in_memory = fits_in_memory(data.images.nbytes)
+        # in memory: read-only memory maps are copied into RAM (or onto the device) once;
+        # streamed: the memory map stays, and batches are read from it
+        self.images = (torch.from_numpy(np.require(data.images, requirements=["C", "W"]))
+                       .to(device) if in_memory else data.images)
         self.labels = torch.from_numpy(np.asarray(data.labels)).to(device)
+        self.device = device
         self.batch_size = batch_size
         self.shuffle, self.drop_last = shuffle, drop_last
-        self.augment = list(augment)
+        self.augment, self.mix = list(augment), mix
         self.seed = seed
-        self.channels_last = channels_last
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # normalize as one fused multiply-add on the uint8 values
         self.scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(device)
         self.shift = (-mean / std).view(1, 3, 1, 1).to(device)
@@ -42,20 +62,32 @@ class BatchLoader:
     def num_images(self) -> int:
         return len(self) * self.batch_size if self.drop_last else len(self.labels)
 
+    def gather(self, ids: torch.Tensor) -> torch.Tensor:
+        """uint8 images `ids` as an NCHW view of NHWC memory (channels_last), on the device."""
+        if isinstance(self.images, torch.Tensor):
+            batch = self.images[ids]
+        else:
+            batch = torch.from_numpy(self.images[ids.cpu().numpy()]).to(self.device)
+        return batch.permute(0, 3, 1, 2)
+
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 NHWC -> float NCHW; the permuted view of NHWC memory *is* channels_last."""
-        x = batch.permute(0, 3, 1, 2).float().mul_(self.scale).add_(self.shift)
-        return x if self.channels_last else x.contiguous()
+        """uint8 (or 0-1 float) NCHW -> normalized float NCHW in the loader's memory format."""
+        scale = self.scale if batch.dtype == torch.uint8 else self.scale * 255
+        x = batch.float().mul_(scale).add_(self.shift)
+        return x.contiguous(memory_format=self.memory_format)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, targets) batches; targets are class indices, or class probabilities
+        when MixUp/CutMix mixes labels."""
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 1))
         n = len(self.labels)
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        order = order.to(self.images.device)
+        order = order.to(self.labels.device)
         for b in range(len(self)):
             ids = order[b * self.batch_size:(b + 1) * self.batch_size]
-            batch = self.images[ids]
+            batch = self.gather(ids)
             ctx = AugmentContext(ids, n, epoch, generator, self.seed)
             for op in self.augment:
                 batch = op(batch, ctx)
-            yield self.normalize(batch), self.labels[ids]
+            x, y = self.normalize(batch), self.labels[ids]
+            yield self.mix(x, y, generator) if self.mix else (x, y)

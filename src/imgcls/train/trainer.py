@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from imgcls.augment import create_augment
+from imgcls.augment import Mixer, create_augment
+from imgcls.augment.mix import target_hits
 from imgcls.config import Config, ConfigError
 from imgcls.data import DataSplits, ImageSet
 from imgcls.data.loader import BatchLoader, epoch_seed
@@ -69,10 +70,12 @@ class Trainer:
 
         self.mean, self.std = channel_stats(data.train)
         common = dict(mean=self.mean, std=self.std, device=self.device,
-                      channels_last=t.channels_last)
+                      channels_last=t.channels_last, in_memory=cfg.data.in_memory)
+        mix = cfg.augment.mix
         self.train_loader = BatchLoader(
             data.train, t.batch_size, shuffle=True, drop_last=len(data.train) > t.batch_size,
-            augment=create_augment(cfg.augment), seed=cfg.seed, **common)
+            augment=create_augment(cfg.augment), seed=cfg.seed,
+            mix=Mixer(mix, len(data.classes)) if mix.enabled else None, **common)
         self.val_loader = (BatchLoader(data.val, t.eval_batch_size, **common)
                            if data.val is not None else None)
         self.test_loader = BatchLoader(data.test, t.eval_batch_size, **common)
@@ -122,7 +125,7 @@ class Trainer:
         summed = self.cfg.train.loss_reduction == "sum"
         micro = self.cfg.train.micro_batch_size or self.cfg.train.batch_size
         loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        correct = torch.zeros((), device=self.device)
         seen = 0
         start = time.perf_counter()
         for x, y in self.train_loader.epoch(epoch):
@@ -135,7 +138,7 @@ class Trainer:
                 weight = 1.0 if summed else len(ys) / len(y)  # gradient of the whole batch
                 scaler.scale(loss * weight).backward()
                 loss_sum += loss.detach() if summed else loss.detach() * len(ys)
-                correct += (logits.argmax(1) == ys).sum()
+                correct += target_hits(logits, ys)
             scaler.step(optimizer)
             scaler.update()
             self.scheduler.step()
@@ -184,7 +187,7 @@ class Trainer:
     def _init_batch(self, count: int = 5000) -> torch.Tensor:
         """The first training images, normalized and unaugmented, for data-dependent init."""
         loader = self.train_loader
-        return loader.normalize(loader.images[:count])
+        return loader.normalize(loader.gather(torch.arange(min(count, len(loader.labels)))))
 
     def finish(self) -> dict[str, Any]:
         """Test the best checkpoint (or the final weights) once; the summary of the run."""
