@@ -16,6 +16,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="imgcls: train, evaluate and compare image classifiers.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets.")
 app.add_typer(data_app, name="data")
+augment_app = typer.Typer(no_args_is_help=True, help="List and preview augmentations.")
+app.add_typer(augment_app, name="augment")
 console = Console()
 
 SetOption = Annotated[list[str], typer.Option(
@@ -428,6 +430,70 @@ def data_info(
         console.print(f"skipped {len(splits.skipped)} unreadable file(s):")
         for line in splits.skipped:
             console.print(f"  {line}", highlight=False, soft_wrap=True)
+
+
+@augment_app.command("list")
+def augment_list() -> None:
+    """Every op and policy `augment.ops` accepts, with its keys and defaults."""
+    from imgcls.augment import AUGMENTS
+
+    table = Table("name", "what it does", "keys (defaults)", title="augment.ops entries")
+    for name in AUGMENTS:
+        cls = AUGMENTS.get(name)
+        keys = ", ".join(f"{k}={f.default!r}" if f.default is not None else k
+                         for k, f in cls.model_fields.items())
+        table.add_row(name, cls.summary, keys)
+    console.print(table)
+    console.print("Details: docs/augmentation.md. In a config: "
+                  "augment.ops: [flip, {name: rotate, frac: 0.2, p: 0.5}]", highlight=False)
+
+
+@augment_app.command("preview")
+def augment_preview(
+    config: Annotated[Path, typer.Argument(
+        help="A config (one block per op in augment.ops) or an experiment file (one block "
+             "per variant).")],
+    out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("augment-preview.png"),
+    op: Annotated[list[str], typer.Option(
+        help="Preview this op instead, by name or as YAML, e.g. --op rotate "
+             "--op '{name: zoom, frac: 0.3}' (repeatable).")] = [],  # noqa: B006
+    images: Annotated[int, typer.Option(help="Training images per block.", min=1)] = 3,
+    versions: Annotated[int, typer.Option(help="Augmented versions per image.", min=1)] = 6,
+    seed: Annotated[int, typer.Option(help="Picks the images and the augmentations.")] = 0,
+    set_: SetOption = [],  # noqa: B006
+) -> None:
+    """Write a grid of training images and augmented versions of them."""
+    import yaml
+
+    from imgcls.augment import build_op, create_augment
+    from imgcls.augment.preview import augmented_rows, pick_images, preview_figure, save_figure
+    from imgcls.config import read_yaml
+    from imgcls.data import load_data
+
+    try:
+        raw = read_yaml(config)
+        if {"base", "variants", "grid"} & set(raw):  # an experiment: its variants
+            plan, _ = _experiment(config, None)
+            configs = {name: plan.config(name, plan.seeds[0]) for name, _ in plan.variants}
+            cfg = next(iter(configs.values()))
+            blocks = {name: create_augment(c.augment) for name, c in configs.items()}
+        else:
+            cfg = load_config(config, set_)
+            ops = create_augment(cfg.augment)
+            blocks = {str(o.spec()): [o] for o in ops}
+            if len(ops) > 1:
+                blocks["all of the above, in order"] = ops
+        if op:
+            blocks = {text: [build_op(yaml.safe_load(text))] for text in op}
+        if not blocks:
+            _fail(f"{config}: augment.ops is empty; nothing to preview (try --op randaugment)")
+        data = load_data(cfg.data).train
+        picked = data.images[pick_images(data.labels, images, seed)]
+        rows = {name: augmented_rows(ops, picked, versions, seed) for name, ops in blocks.items()}
+    except _user_errors() as exc:
+        _fail(str(exc))
+    save_figure(preview_figure(rows, f"{config.name}: {len(rows)} augmentation(s)"), out)
+    console.print(f"wrote {out} ({len(rows)} blocks x {images} images x {versions} versions)")
 
 
 if __name__ == "__main__":

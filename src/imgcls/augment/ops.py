@@ -149,9 +149,14 @@ class Crop(FillOp):
 
 def random_shift(x: torch.Tensor, by: int, bx: int, ctx: AugmentContext, fill: str,
                  fill_value: float) -> torch.Tensor:
-    """Whole-pixel shifts drawn uniformly in [-by, by] x [-bx, bx] per image."""
-    dy = torch.randint(-by, by + 1, (len(x),), generator=ctx.generator)
-    dx = torch.randint(-bx, bx + 1, (len(x),), generator=ctx.generator)
+    """Whole-pixel shifts drawn uniformly from [-by, by] x [-bx, bx] without (0, 0): an
+    image the op was applied to always moves, so `p` alone sets the share left alone."""
+    if by == bx == 0:
+        return x
+    cells = (2 * by + 1) * (2 * bx + 1)
+    k = torch.randint(0, cells - 1, (len(x),), generator=ctx.generator)
+    k = k + (k >= cells // 2).long()  # skip the center cell, the zero shift
+    dy, dx = k // (2 * bx + 1) - by, k % (2 * bx + 1) - bx
     return AF.shift(x, dy, dx, fill, fill_value)
 
 
