@@ -120,7 +120,7 @@ def tiny_config(**sections) -> Config:
         "name": "test", "seed": 0,
         "data": {"source": "folder", "val_fraction": 0.2, "test_fraction": 0.25},
         "model": {"name": "flowers_cnn", "args": {"widths": [16, 16, 16], "hidden": 64}},
-        "augment": {"flip": "random", "translate": 2},
+        "augment": {"ops": ["flip", {"name": "translate", "pixels": 2}]},
         "optim": {"name": "adamw", "lr": 0.01, "weight_decay": 0.0},
         "schedule": {"name": "cosine"},
         "train": {"epochs": 3, "batch_size": 16, "eval_batch_size": 64, "tensorboard": False,

@@ -71,3 +71,17 @@ def test_alternate_flip_flips_each_image_on_alternate_epochs():
     for i in range(32):
         assert torch.equal(e1[i], e0[i].flip(-1))  # the opposite choice next epoch
         assert torch.equal(e2[i], e0[i])
+
+
+def test_datasets_too_large_for_memory_stream_from_the_cache_file(tmp_path):
+    data = dataset(n=96)
+    np.save(tmp_path / "images.npy", data.images)
+    mapped = ImageSet(np.load(tmp_path / "images.npy", mmap_mode="r"), data.labels)
+    ops = create_augment(AugmentConfig(ops=["flip", "randaugment"]))
+    common = dict(mean=torch.zeros(3), std=torch.ones(3) / 255, device=torch.device("cpu"),
+                  shuffle=True, augment=ops, seed=3)
+    streamed = BatchLoader(mapped, 16, in_memory=False, **common)
+    assert isinstance(streamed.images, np.memmap)  # never loaded whole
+    in_memory = BatchLoader(data, 16, in_memory=True, **common)
+    for (a, ya), (b, yb) in zip(streamed.epoch(2), in_memory.epoch(2), strict=True):
+        assert torch.equal(a, b) and torch.equal(ya, yb)

@@ -57,6 +57,19 @@ def test_training_learns_and_records_a_complete_run(folder, tmp_path):
     assert again["accuracy"] == pytest.approx(summary["test_accuracy_plain"])
 
 
+def test_policy_and_mixup_train_and_report_mixed_accuracy(folder, tmp_path):
+    cfg = tiny_config(data=data_section(folder),
+                      augment={"ops": [{"name": "randaugment", "num_ops": 1, "magnitude": 5}],
+                               "mix": {"mixup_alpha": 0.4, "cutmix_alpha": 1.0}},
+                      train={"epochs": 6, "label_smoothing": 0.1})
+    run, summary = train(cfg, tmp_path / "run")
+    assert summary["test_accuracy_plain"] >= 0.7  # chance is 0.25
+    train_acc = [m["train_accuracy"] for m in run.metrics()]
+    # mixed targets cap what a prediction can score: below 1, yet rising as it learns
+    assert 0.3 < train_acc[-1] < 0.95 and train_acc[-1] > train_acc[0]
+    assert run.config().augment.ops[0]["bins"] == 31  # saved fully resolved
+
+
 def test_same_seed_same_result(folder, tmp_path):
     cfg = tiny_config(data=data_section(folder), train={"epochs": 2})
     _, a = train(cfg, tmp_path / "a")
@@ -93,7 +106,8 @@ def test_resume_after_kill_9_matches_uninterrupted_run(folder, tmp_path):
                       optim={"name": "muon", "lr": 0.5, "muon_lr": 0.1, "momentum": 0.8,
                              "weight_decay": 1e-3, "norm_lr_scale": 0.1},
                       schedule={"name": "linear", "warmup_epochs": 1},
-                      augment={"flip": "alternate", "translate": 2},
+                      augment={"ops": [{"name": "flip", "alternate": True},
+                                       {"name": "translate", "pixels": 2}]},
                       train={"epochs": 6, "batch_size": 32, "loss_reduction": "sum",
                              "label_smoothing": 0.2})
     _, reference = train(cfg, tmp_path / "reference")
