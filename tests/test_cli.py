@@ -59,3 +59,40 @@ def test_bad_tta_is_named(tmp_path):
 def test_missing_run_is_explained(tmp_path):
     result = runner.invoke(app, ["eval", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "not a run folder" in result.output
+
+
+def test_augment_preview_draws_one_block_per_op_or_variant(tmp_path):
+    from PIL import Image
+
+    data = make_image_folder(tmp_path / "images", classes=3, per_class=8, size=24)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"""
+data: {{source: folder, path: {data}, image_size: 24}}
+augment: {{ops: [flip, {{name: rotate, frac: 0.2}}]}}
+""")
+    out = tmp_path / "grid.png"
+    result = runner.invoke(app, ["augment", "preview", str(config), "--out", str(out),
+                                 "--images", "2", "--versions", "3"])
+    assert result.exit_code == 0, result.output
+    assert "3 blocks" in result.output  # flip, rotate, and both in order
+    assert Image.open(out).size[0] > 200
+    experiment = tmp_path / "e.yaml"
+    experiment.write_text("""
+name: e
+base: c.yaml
+variants:
+  - {name: none, set: {augment.ops: []}}
+  - {name: policy, set: {augment.ops: [trivialaugment]}}
+""")
+    result = runner.invoke(app, ["augment", "preview", str(experiment), "--out", str(out)])
+    assert result.exit_code == 0 and "2 blocks" in result.output, result.output
+    bad = runner.invoke(app, ["augment", "preview", str(config), "--op", "{name: rotaet}"])
+    assert bad.exit_code == 2 and "did you mean 'rotate'" in bad.output
+
+
+def test_augment_list_names_every_op_with_its_keys():
+    result = runner.invoke(app, ["augment", "list"])
+    assert result.exit_code == 0
+    for word in ("randaugment", "trivialaugment", "autoaugment", "erasing", "frac=0.1",
+                 "magnitude=9"):
+        assert word in result.output

@@ -5,7 +5,7 @@
     set: {train.epochs: 4}                 # overrides for every variant
     grid: {train.batch_size: [64, 128, 256, 512]}     # the cartesian product of the axes
     variants:                              # and/or an explicit list (crossed with the grid)
-      - {name: no-aug, set: {augment.flip: none}}
+      - {name: no-aug, set: {augment.ops: []}}
     repeats: 3                             # seeds base.seed .. base.seed+2 (or `seeds: [...]`)
     baseline: batch_size=64                # the variant the others are compared with
     metric: test_accuracy                  # the summary figure compared
