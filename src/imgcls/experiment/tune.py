@@ -22,7 +22,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from imgcls.experiment.spec import ExperimentPlan, SearchParam
-from imgcls.tracking.io import atomic_write_json
+from imgcls.tracking.io import atomic_write_json, ctrl_c_held
 from imgcls.tracking.run import Run
 from imgcls.train.callbacks import Callback
 from imgcls.train.trainer import Trainer, TrainingDiverged, monitored
@@ -51,8 +51,14 @@ class OptunaPruning(Callback):
             self.trial.report(m[monitored(self.metric, trainer.has_val)], m["epoch"])
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        self.trial.report(metrics[monitored(self.metric, trainer.has_val)], metrics["epoch"])
-        if self.trial.should_prune():
+        # Ctrl-C waits for these database writes: an interrupt inside a SQLite write can
+        # leave its lock held, and the next write (marking the trial failed) then waits out
+        # the 60 s busy timeout
+        with ctrl_c_held():
+            self.trial.report(metrics[monitored(self.metric, trainer.has_val)],
+                              metrics["epoch"])
+            prune = self.trial.should_prune()
+        if prune:
             trainer.stop_reason = f"pruned by Optuna after epoch {metrics['epoch']}"
 
 
@@ -142,7 +148,8 @@ def objective_for(plan: ExperimentPlan, exp_dir: Path,
             log(f"trial {trial.number}: diverged, counted as pruned")
             raise optuna.TrialPruned(str(exc)) from None
         except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)
+            with ctrl_c_held():
+                trial.set_user_attr("interrupted", True)
             raise
         history = [m[monitored(settings.metric, "val_loss" in m)]
                    for m in Run(run_dir).metrics()]
