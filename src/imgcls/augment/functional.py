@@ -13,7 +13,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-FILLS = ("reflect", "edge", "wrap", "constant")
 _GRID_PADDING = {"reflect": "reflection", "edge": "border", "wrap": "border",
                  "constant": "zeros"}
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's convert("L")
@@ -23,11 +22,14 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255) if x.dtype == torch.uint8 else x
 
 
+def to_uint8(y: torch.Tensor) -> torch.Tensor:
+    """A float (0-1) batch as uint8 values, rounded and clipped."""
+    return y.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+
+
 def like(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """`y` (float, 0-1) back in the dtype of `x`, rounded and clipped."""
-    if x.dtype == torch.uint8:
-        return y.mul(255).round_().clamp_(0, 255).to(torch.uint8)
-    return y.clamp(0, 1).to(x.dtype)
+    return to_uint8(y) if x.dtype == torch.uint8 else y.clamp(0, 1).to(x.dtype)
 
 
 def per_image(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -102,9 +104,7 @@ def shift(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, fill: str = "refl
     if fill == "constant":
         inside = (((rows >= 0) & (rows < h))[:, :, None]
                   & ((cols >= 0) & (cols < w))[:, None, :]).to(device)[:, None]
-        value = torch.tensor(fill_value * 255 if x.dtype == torch.uint8 else fill_value)
-        out = torch.where(inside, out, value.round().to(x.dtype) if x.dtype == torch.uint8
-                          else value.to(x.dtype))
+        out = torch.where(inside, out, like(torch.tensor(fill_value), x))
     return out
 
 
@@ -202,7 +202,7 @@ def solarize(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
 
 
 def _as_uint8(x: torch.Tensor) -> torch.Tensor:
-    return x if x.dtype == torch.uint8 else x.mul(255).round().clamp(0, 255).to(torch.uint8)
+    return x if x.dtype == torch.uint8 else to_uint8(x)
 
 
 def _from_uint8(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

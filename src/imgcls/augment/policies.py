@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 
 from imgcls.augment import functional as AF
 from imgcls.augment.base import AugmentContext, register
-from imgcls.augment.ops import FillOp
+from imgcls.augment.ops import Fill, FillOp
 
 Geometry = tuple[str, float]  # (fill, fill_value)
 PolicyFn = Callable[[torch.Tensor, torch.Tensor, Geometry], torch.Tensor]
@@ -109,7 +109,7 @@ def signed_magnitudes(table: dict[str, torch.Tensor], names: list[str], choice: 
 class PolicyOp(FillOp):
     """Geometric steps fill with fill_value (0.5: mid-gray, near the data mean, as timm)."""
 
-    fill: Literal["reflect", "edge", "wrap", "constant"] = "constant"
+    fill: Fill = "constant"
     fill_value: float = Field(0.5, ge=0.0, le=1.0)
 
     @property
