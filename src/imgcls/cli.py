@@ -68,6 +68,40 @@ def train(
         soft_wrap=True)
 
 
+@app.command("lr-find")
+def lr_find(
+    config: Annotated[Path | None, typer.Argument(help="YAML config file.")] = None,
+    set_: SetOption = [],  # noqa: B006
+    start: Annotated[float, typer.Option(help="First learning rate.")] = 1e-6,
+    end: Annotated[float, typer.Option(help="Last learning rate (if the loss has not "
+                                            "diverged before).")] = 10.0,
+    steps: Annotated[int, typer.Option(help="Training steps, one lr each.", min=5)] = 100,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for lr_find.json/.png (default: runs/lr-find/<time>-<name>).")] = None,
+) -> None:
+    """Learning-rate range test: loss against an exponentially growing lr, and a suggestion
+    (the steepest descent of the smoothed loss) for optim.lr."""
+    from datetime import datetime
+
+    from imgcls.report.plots import lr_find_curve, save_figure
+    from imgcls.train.lr_find import lr_find as range_test
+
+    try:
+        cfg = load_config(config, set_)
+        out = out or Path("runs/lr-find") / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.name}"
+        result = range_test(cfg, out, start, end, steps)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    title = f"{cfg.name}: lr range test ({cfg.optim.name}, batch {cfg.train.batch_size})"
+    save_figure(lr_find_curve(result.lrs, result.losses, result.smoothed,
+                              result.suggested_lr, title), out / "lr_find.png")
+    lowest = f"{result.min_loss_lr:.3g}" if result.min_loss_lr else "-"
+    suggested = (f"suggested optim.lr {result.suggested_lr:.3g}" if result.suggested_lr
+                 else "no clear descent: widen --start/--end or add --steps")
+    console.print(f"[bold]{out}[/bold]: {len(result.lrs)} steps, {result.stopped}; "
+                  f"{suggested} (lowest loss at {lowest})", soft_wrap=True)
+
+
 @app.command("eval")
 def eval_(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
@@ -466,9 +500,10 @@ def augment_preview(
     import yaml
 
     from imgcls.augment import build_op, create_augment
-    from imgcls.augment.preview import augmented_rows, pick_images, preview_figure, save_figure
+    from imgcls.augment.preview import augmented_rows, pick_images, preview_figure
     from imgcls.config import read_yaml
     from imgcls.data import load_data
+    from imgcls.report.plots import save_figure
 
     try:
         raw = read_yaml(config)

@@ -76,6 +76,8 @@ class ModelConfig(Strict):
     name: str = "fastnet94"
     args: dict[str, Any] = Field(default_factory=dict)  # extra keyword arguments
     small_input: bool = False  # timm models: stride-1 stem, no stem max-pool (32-64 px)
+    dropout: float | None = Field(None, ge=0, lt=1)  # None: the model's own default
+    drop_path: float | None = Field(None, ge=0, lt=1)  # stochastic depth (timm models)
 
     @field_validator("name")
     @classmethod
@@ -87,9 +89,10 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def _small_input_needs_timm(self) -> ModelConfig:
-        from imgcls.models import check_small_input
+        from imgcls.models import check_regularizers, check_small_input
 
         check_small_input(self.name, self.small_input)
+        check_regularizers(self.name, self.dropout, self.drop_path, self.args)
         return self
 
 
@@ -147,18 +150,47 @@ class AugmentConfig(Strict):
         return data
 
 
+class SAMConfig(Strict):
+    """Sharpness-aware minimization around the chosen optimizer: each step first climbs to
+    the worst point within `rho` of the weights, then takes the gradient there."""
+
+    rho: float = Field(0.05, gt=0)  # radius of the neighbourhood (ASAM papers use ~0.5-2)
+    adaptive: bool = False  # ASAM: the radius scales with each weight's magnitude
+
+
 class OptimConfig(Strict):
     name: OptimizerName = "sgd"
     lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd, rmsprop, muon (its non-filter groups)
     nesterov: bool = True
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw, lion (Lion's paper: 0.9, 0.99)
     eps: float = Field(1e-8, gt=0)
+    rho: float = Field(0.9, gt=0, lt=1)  # adadelta, rmsprop: decay of the squared-gradient mean
+    # the optimizer's own decay: decoupled (w -= lr * wd * w) in adamw, lion; added to the
+    # gradient (= an L2 penalty) in sgd, adam, adadelta, rmsprop and muon's non-filter groups
     weight_decay: float = Field(5e-4, ge=0)
     norm_weight_decay: float = Field(0.0, ge=0)  # for norm layers and biases
     norm_lr_scale: float = Field(1.0, gt=0)  # their lr = lr * norm_lr_scale
+    # explicit penalty l2/2 * sum(w^2) added to the loss, as Keras regularizers and note 003
+    l2: float = Field(0.0, ge=0)
+    norm_l2: float = Field(0.0, ge=0)  # the same for norm layers and biases
+    clip_grad_norm: float | None = Field(None, gt=0)  # rescale larger gradients to this norm
+    sam: SAMConfig | None = None
     muon_lr: float = Field(0.02, gt=0)  # `muon` only: lr of the conv filters
     muon_momentum: float = Field(0.95, ge=0, lt=1)
+
+
+class PlateauConfig(Strict):
+    """Keras's ReduceLROnPlateau (note 002): lr x factor when `monitor` has not improved by
+    `min_delta` for `patience` epochs; then `cooldown` epochs of grace; never below min_lr."""
+
+    monitor: Metric = "val_loss"
+    mode: Literal["max", "min"] = "min"
+    factor: float = Field(0.1, gt=0, lt=1)
+    patience: int = Field(10, ge=1)
+    cooldown: int = Field(0, ge=0)
+    min_lr: float = Field(0.0, ge=0)  # floor for the logged (main group's) lr
+    min_delta: float = Field(1e-4, ge=0)
 
 
 class ScheduleConfig(Strict):
@@ -166,6 +198,25 @@ class ScheduleConfig(Strict):
     warmup_epochs: float = Field(0.0, ge=0)
     start_factor: float = Field(0.0, ge=0)  # lr multiplier at step 0 of the warm-up
     end_factor: float = Field(0.0, ge=0)  # lr multiplier at the last step
+    # step: x gamma every step_epochs; multistep: x gamma at each milestone epoch;
+    # exponential: x gamma per epoch. None: 0.1 for step/multistep, 0.95 for exponential
+    gamma: float | None = Field(None, gt=0, le=1)
+    step_epochs: float = Field(30, gt=0)
+    milestones: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list)
+    decay: float = Field(0.0, ge=0)  # inverse_time: lr / (1 + decay * step), Keras's `decay`
+    plateau: PlateauConfig = Field(default_factory=PlateauConfig)
+
+    @model_validator(mode="after")
+    def _schedule_defaults(self) -> ScheduleConfig:
+        if self.gamma is None and self.name in ("step", "multistep", "exponential"):
+            self.gamma = 0.95 if self.name == "exponential" else 0.1
+        if self.name == "multistep" and not self.milestones:
+            raise ValueError("multistep needs schedule.milestones, the epochs at which the "
+                             "lr is multiplied by gamma, e.g. [30, 60, 90]")
+        if self.name == "inverse_time" and self.decay == 0:
+            raise ValueError("inverse_time needs schedule.decay > 0 (Keras's `decay`, e.g. "
+                             "0.004 as in note 003)")
+        return self
 
 
 class CheckpointConfig(Strict):
@@ -180,6 +231,11 @@ class EarlyStoppingConfig(Strict):
     min_delta: float = Field(0.0, ge=0)
 
 
+class EMAConfig(Strict):
+    decay: float = Field(0.999, gt=0, lt=1)  # per optimizer step
+    warmup: bool = True  # decay min(decay, (1 + n) / (10 + n)) after n steps
+
+
 class TrainConfig(Strict):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(128, ge=1)
@@ -192,7 +248,11 @@ class TrainConfig(Strict):
     channels_last: bool = True
     deterministic: bool = False  # bitwise-repeatable kernels, for resume checks
     threads: int | None = Field(None, ge=1)
+    # progressive resizing: the training image size of epochs 1, 2, ...; the last entry holds
+    # for the remaining epochs; empty: data.image_size throughout. Evaluation is at full size.
+    image_sizes: list[Annotated[int, Field(ge=4, le=1024)]] = Field(default_factory=list)
     tta: TTA = "none"
+    ema: EMAConfig | None = None  # evaluate (and save as best.pt) a moving average of weights
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     early_stopping: EarlyStoppingConfig | None = None
     tensorboard: bool = True

@@ -12,7 +12,8 @@ T = TypeVar("T")
 
 def closest(name: str, choices: list[str], n: int = 1, cutoff: float = 0.5) -> str:
     """A ' (did you mean X?)' hint naming up to `n` choices, or '' when nothing is close."""
-    matches = difflib.get_close_matches(name, choices, n=n, cutoff=cutoff)
+    same_but_case = [c for c in choices if c.lower() == name.lower()]
+    matches = same_but_case or difflib.get_close_matches(name, choices, n=n, cutoff=cutoff)
     return f" (did you mean {', '.join(map(repr, matches))}?)" if matches else ""
 
 

@@ -6,14 +6,10 @@ as training produces them (uint8 batch at data.image_size, the op's own per-imag
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from imgcls.augment.base import AugmentContext, AugmentOp
-from imgcls.tracking.io import atomic_write
 
 
 def pick_images(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
@@ -74,9 +70,3 @@ def preview_figure(blocks: dict[str, np.ndarray], title: str):
                  y=1.0 + 0.5 / fig.get_figheight())
     fig.tight_layout()
     return fig
-
-
-def save_figure(fig, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight", dpi=100)
-    return atomic_write(path, lambda f: f.write(buffer.getvalue()))

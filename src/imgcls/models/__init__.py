@@ -3,8 +3,9 @@ registered network, or any timm model as `timm:<name>`."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -23,6 +24,9 @@ from imgcls.models.simple_cnn import flowers_cnn
 from imgcls.models.timm_models import create_timm_model, timm_names
 from imgcls.models.vgg import vgg6
 from imgcls.registry import Registry, closest
+
+if TYPE_CHECKING:
+    from imgcls.config import ModelConfig
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 for _factory in (baseline_cnn, lenet5, alexnet8, vgg16_bn, resnet18_cifar, resnet34_cifar,
@@ -51,6 +55,36 @@ def check_small_input(name: str, small_input: bool) -> None:
     if small_input and not name.startswith(TIMM_PREFIX):
         raise ValueError(f"model.small_input applies to {TIMM_PREFIX}<name> models; {name!r} "
                          "is built for its input size already")
+
+
+def takes_dropout() -> list[str]:
+    return [n for n in MODELS.names() if "dropout" in inspect.signature(MODELS.get(n)).parameters]
+
+
+def check_regularizers(name: str, dropout: float | None, drop_path: float | None,
+                       args: dict[str, Any]) -> None:
+    """model.dropout / model.drop_path must reach a model that has them, and only once."""
+    timm = name.startswith(TIMM_PREFIX)
+    for key, value, arg in (("dropout", dropout, "drop_rate" if timm else "dropout"),
+                            ("drop_path", drop_path, "drop_path_rate")):
+        if value is not None and arg in args:
+            raise ValueError(f"model.{key} and model.args.{arg} set the same thing; keep one")
+    if timm:
+        return
+    if dropout is not None and name not in takes_dropout():
+        raise ValueError(f"model.dropout: {name!r} has no dropout; models with it: "
+                         f"{', '.join(takes_dropout())} and timm:<name>")
+    if drop_path is not None:
+        raise ValueError(f"model.drop_path: {name!r} has no drop-path (stochastic depth); "
+                         "timm models have it (timm:<name>)")
+
+
+def build_model(cfg: ModelConfig, num_classes: int, image_size: int) -> nn.Module:
+    """The model a config asks for, with its dropout and drop-path settings."""
+    timm = cfg.name.startswith(TIMM_PREFIX)
+    extra = {("drop_rate" if timm else "dropout"): cfg.dropout, "drop_path_rate": cfg.drop_path}
+    args = {**cfg.args, **{k: v for k, v in extra.items() if v is not None}}
+    return create_model(cfg.name, num_classes, image_size, cfg.small_input, **args)
 
 
 def create_model(name: str, num_classes: int, image_size: int = 32, small_input: bool = False,

@@ -4,6 +4,8 @@ readable on its own, pasted into a slide or a paper."""
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -14,6 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from imgcls.tracking.io import atomic_write  # noqa: E402
 
 plt.rcParams.update({"figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
                      "axes.spines.top": False, "axes.spines.right": False})
@@ -302,3 +306,28 @@ def search_parameters(trials: list[dict[str, Any]], params: dict[str, bool],
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def lr_find_curve(lrs: list[float], losses: list[float], smoothed: list[float],
+                  suggested: float | None, title: str) -> Figure:
+    """Training loss against a growing learning rate (log axis), raw and smoothed."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(lrs, losses, color="0.75", lw=1, label="loss at each step")
+    ax.plot(lrs, smoothed, lw=2, label="smoothed")
+    if suggested is not None:
+        ax.axvline(suggested, color="C3", ls="--", label=f"steepest descent: {suggested:.2g}")
+    ax.set_xscale("log")
+    finite = [v for v in smoothed if np.isfinite(v)]
+    if finite:  # keep the blow-up at the end from flattening the useful part
+        ax.set_ylim(min(finite) * 0.95, min(max(finite), 2.5 * finite[0]) * 1.05)
+    ax.set(title=title, xlabel="learning rate (log scale)", ylabel="training loss")
+    ax.legend()
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """PNG, written atomically (a half-written image never replaces a good one)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight", dpi=100)
+    plt.close(fig)
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()))

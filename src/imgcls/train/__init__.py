@@ -54,7 +54,7 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
 def load_model(run_dir: str | Path, checkpoint: str = "best",
                device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any], Config]:
     """The trained model of a run, in eval mode, with its preprocess.json."""
-    from imgcls.models import create_model
+    from imgcls.models import build_model
 
     run = Run(run_dir)
     cfg = run.config()
@@ -64,8 +64,7 @@ def load_model(run_dir: str | Path, checkpoint: str = "best",
         raise FileNotFoundError(f"{run.path}: no {path.name} checkpoint; has the run trained "
                                 "for at least one epoch?")
     state = torch.load(path, map_location=device, weights_only=True)
-    model = create_model(cfg.model.name, len(pre["classes"]), pre["image_size"],
-                         cfg.model.small_input, **cfg.model.args)
+    model = build_model(cfg.model, len(pre["classes"]), pre["image_size"])
     model.load_state_dict(state["model"])
     return model.to(device).eval(), pre, cfg
 

@@ -6,10 +6,12 @@ each callback exactly where it stopped.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from typing import TYPE_CHECKING, Any
 
+import torch
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -19,6 +21,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from torch import nn
 
 from imgcls.tracking.io import atomic_torch_save
 
@@ -97,7 +100,8 @@ class Checkpoint(Callback):
         folder = trainer.run.checkpoints
         if self.tracker.improved(metrics):
             self.best_epoch = metrics["epoch"]
-            atomic_torch_save({"model": trainer.model.state_dict(), "epoch": metrics["epoch"],
+            atomic_torch_save({"model": trainer.eval_model.state_dict(),
+                               "epoch": metrics["epoch"],
                                self.tracker.monitor: self.tracker.best}, folder / "best.pt")
         atomic_torch_save(trainer.state_dict(), folder / "last.pt")
 
@@ -106,6 +110,75 @@ class Checkpoint(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.tracker.best, self.best_epoch = state["best"], state["best_epoch"]
+
+
+class ReduceLROnPlateau(Callback):
+    """Keras's ReduceLROnPlateau: every group's lr x `factor` when the monitored metric has
+    not improved for `patience` epochs, then `cooldown` epochs without counting; the main
+    group's lr never goes below `min_lr`. The factor is read by the lr scheduler."""
+
+    def __init__(self, monitor: str, mode: str, factor: float, patience: int, cooldown: int,
+                 min_lr: float, min_delta: float):
+        self.tracker = Monitor(monitor, mode, min_delta)
+        self.factor, self.patience, self.cooldown, self.min_lr = factor, patience, cooldown, min_lr
+        self.scale, self.wait, self.cooling = 1.0, 0, 0
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        from imgcls.train.schedule import refresh_lr
+
+        self.wait = 0 if self.tracker.improved(metrics) else self.wait + 1
+        if self.cooling:  # epochs of grace after a reduction (torch's reading of Keras's)
+            self.cooling -= 1
+            self.wait = 0
+        if self.wait >= self.patience:
+            floor = self.min_lr / trainer.main_group()["initial_lr"]
+            self.scale = max(self.scale * self.factor, min(floor, self.scale))
+            refresh_lr(trainer.scheduler)
+            self.cooling, self.wait = self.cooldown, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.tracker.best, "scale": self.scale, "wait": self.wait,
+                "cooling": self.cooling}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tracker.best, self.scale = state["best"], state["scale"]
+        self.wait, self.cooling = state["wait"], state["cooling"]
+
+
+class EMA(Callback):
+    """An exponential moving average of the weights and BatchNorm statistics, updated after
+    every optimizer step: a free ensemble along the training path. Validation, best.pt and
+    the test use the average. With `warmup` the decay starts low, min(decay,
+    (1 + n) / (10 + n)) after n updates, so early random weights fade fast."""
+
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = True):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay, self.warmup, self.updates = decay, warmup, 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        n = self.updates
+        decay = min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
+        pairs = zip(self.model.state_dict().values(), model.state_dict().values(), strict=True)
+        floats, others = [], []
+        for average, current in pairs:
+            (floats if average.is_floating_point() else others).append((average, current))
+        if floats:
+            averages, currents = zip(*floats, strict=True)
+            torch._foreach_lerp_(list(averages), list(currents), 1.0 - decay)
+        for average, current in others:  # e.g. BatchNorm's batch count
+            average.copy_(current)
+
+    def on_batch_end(self, trainer: Trainer, images: int) -> None:
+        self.update(trainer.model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.updates = state["updates"]
 
 
 class TensorBoard(Callback):

@@ -12,20 +12,20 @@ from imgcls.data.loader import BatchLoader
 
 def tta_logits(model: nn.Module, x: torch.Tensor, tta: str,
                plain: torch.Tensor | None = None) -> torch.Tensor:
-    """none: the image; mirror: image + its mirror; mirror_translate: additionally the
-    mirrored pair shifted one pixel up-left and down-right (reflected borders), weighted
-    0.5 / 0.25 / 0.25. `plain` reuses already computed logits of `x`."""
+    """The mean logits over views. none: the image; mirror: the image and its mirror;
+    mirror_translate: the mirrored pair (weight 1/2) and the mirrored pair shifted one pixel
+    up-left and down-right (reflected borders; 1/4 each), as airbench's TTA. `plain` reuses
+    already computed logits of `x`."""
     plain = model(x) if plain is None else plain
     if tta == "none":
         return plain
-    logits = 0.5 * (plain + model(x.flip(-1)))
+    pair = 0.5 * (plain + model(x.flip(-1)))
     if tta == "mirror":
-        return logits
+        return pair
     h, w = x.shape[-2:]
     padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-    for shifted in (padded[..., :h, :w], padded[..., 2:, 2:]):
-        logits = logits + 0.125 * (model(shifted) + model(shifted.flip(-1)))
-    return logits
+    shifted = [padded[..., :h, :w], padded[..., 2:, 2:]]
+    return 0.5 * pair + sum(0.125 * (model(s) + model(s.flip(-1))) for s in shifted)
 
 
 @torch.no_grad()

@@ -1,7 +1,8 @@
-"""Optimizer registry and parameter groups.
+"""Optimizer registry, parameter groups, and the regularizers that act on them (L2 penalty,
+sharpness-aware minimization).
 
 Parameters fall into three kinds: `weights` (matrices and filters, decayed with
-`optim.weight_decay`), `norm` (norm-layer parameters and biases: their own decay and lr
+`optim.weight_decay`), `norm` (norm-layer parameters and biases: their own decay, L2 and lr
 scale, no decay by default) and, for Muon, `filters` (conv kernels). A model may ask for
 some parameters to run their lr schedule over fewer epochs (`lr_horizons`); each such
 parameter gets a group of its own carrying `horizon_epochs`.
@@ -9,7 +10,8 @@ parameter gets a group of its own carrying `horizon_epochs`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -34,8 +36,9 @@ def param_groups(model: nn.Module, cfg: OptimConfig, muon: bool = False
         if key not in groups:
             lr = {"filters": cfg.muon_lr, "norm": cfg.lr * cfg.norm_lr_scale}.get(kind, cfg.lr)
             decay = {"filters": 0.0, "norm": cfg.norm_weight_decay}.get(kind, cfg.weight_decay)
+            l2 = cfg.norm_l2 if kind == "norm" else cfg.l2
             groups[key] = {"params": [], "kind": kind, "lr": lr, "weight_decay": decay,
-                           "horizon_epochs": key[1]}
+                           "l2": l2, "horizon_epochs": key[1]}
         groups[key]["params"].append(p)
     return list(groups.values())
 
@@ -46,9 +49,53 @@ def sgd(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer
                            nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
+@OPTIMIZERS.register("adam")
+def adam(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+
+
 @OPTIMIZERS.register("adamw")
 def adamw(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+
+
+@OPTIMIZERS.register("adadelta")
+def adadelta(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Keras's 'adadelta' (note 001) is lr 1.0, rho 0.95, eps 1e-7."""
+    return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.rho, eps=cfg.eps)
+
+
+@OPTIMIZERS.register("rmsprop")
+def rmsprop(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Plain RMSprop, as Keras's default (no momentum); `rho` is Keras's rho, torch's alpha."""
+    return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.rho, eps=cfg.eps)
+
+
+class Lion(torch.optim.Optimizer):
+    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"): the sign of
+    an interpolated momentum, so every weight moves by exactly lr; decoupled decay. Its lr
+    is usually 3-10x smaller than AdamW's and its decay 3-10x larger."""
+
+    def __init__(self, groups: list[dict[str, Any]], lr: float, betas: tuple[float, float]):
+        super().__init__(groups, dict(lr=lr, betas=betas, weight_decay=0.0))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> None:
+        assert closure is None, "Lion does not take a closure"
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                momentum = self.state[p].setdefault("exp_avg", torch.zeros_like(p))
+                p.mul_(1.0 - group["lr"] * group["weight_decay"])
+                p.add_(momentum.lerp(p.grad, 1.0 - beta1).sign_(), alpha=-group["lr"])
+                momentum.lerp_(p.grad, 1.0 - beta2)
+
+
+@OPTIMIZERS.register("lion")
+def lion(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return Lion(groups, lr=cfg.lr, betas=cfg.betas)
 
 
 def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
@@ -102,3 +149,58 @@ def muon(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimize
 
 def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     return OPTIMIZERS.get(cfg.name)(param_groups(model, cfg, muon=cfg.name == "muon"), cfg)
+
+
+def l2_penalty(optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
+    """sum over groups of l2/2 * sum(w^2) (Keras's l2 regularizer, tf.nn.l2_loss), or None
+    when no group has a penalty. Its gradient is l2 * w, added by autograd."""
+    terms = [group["l2"] / 2 * sum(p.square().sum() for p in group["params"])
+             for group in optimizer.param_groups if group.get("l2")]
+    return sum(terms) if terms else None
+
+
+class SAM:
+    """Sharpness-aware minimization (Foret et al. 2021) around any optimizer; `adaptive` is
+    ASAM (Kwon et al. 2021), whose neighbourhood scales with each weight's magnitude.
+
+    The trainer computes the gradient, calls `ascend` (each weight moves to the worst point
+    within rho), computes the gradient again there, calls `descend` (back to the weights)
+    and then steps the base optimizer with that second gradient. The base optimizer keeps
+    its state, lr schedule and state dict; SAM itself holds nothing between steps."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, rho: float, adaptive: bool = False):
+        self.optimizer, self.rho, self.adaptive = optimizer, rho, adaptive
+        self.offsets: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @torch.no_grad()
+    def ascend(self) -> None:
+        params = [p for group in self.optimizer.param_groups for p in group["params"]
+                  if p.grad is not None]
+        scaled = [p.abs() * p.grad if self.adaptive else p.grad for p in params]
+        norm = torch.linalg.vector_norm(torch.stack([s.norm() for s in scaled]))
+        scale = self.rho / (norm + 1e-12)
+        for p, s in zip(params, scaled, strict=True):
+            offset = (s * p.abs() if self.adaptive else s) * scale
+            p.add_(offset)
+            self.offsets.append((p, offset))
+
+    @torch.no_grad()
+    def descend(self) -> None:
+        for p, offset in self.offsets:
+            p.sub_(offset)
+        self.offsets.clear()
+
+
+@contextmanager
+def frozen_norm_stats(model: nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalize with the batch's statistics but leave their running
+    statistics (and batch count) alone: SAM's second pass must not count a batch twice."""
+    norms = [m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from imgcls.augment import Mixer, create_augment
@@ -16,19 +17,21 @@ from imgcls.augment.mix import target_hits
 from imgcls.config import Config, ConfigError
 from imgcls.data import DataSplits, ImageSet
 from imgcls.data.loader import BatchLoader, epoch_seed
-from imgcls.models import create_model
+from imgcls.models import build_model
 from imgcls.models.profile import count_parameters, forward_gflops
 from imgcls.tracking.run import Run, environment
 from imgcls.train.callbacks import (
+    EMA,
     Callback,
     Checkpoint,
     EarlyStopping,
     MetricsLog,
     ProgressBar,
+    ReduceLROnPlateau,
     TensorBoard,
 )
 from imgcls.train.evaluate import evaluate
-from imgcls.train.optim import create_optimizer
+from imgcls.train.optim import SAM, create_optimizer, frozen_norm_stats, l2_penalty
 from imgcls.train.schedule import create_scheduler
 
 
@@ -65,6 +68,9 @@ class Trainer:
         self.device = resolve_device(t.device)
         if t.amp == "fp16" and self.device.type != "cuda":
             raise ConfigError("train.amp = 'fp16' needs CUDA; on the CPU use 'bf16' or 'none'")
+        if t.amp == "fp16" and cfg.optim.sam:
+            raise ConfigError("optim.sam with train.amp = 'fp16' is not supported (loss "
+                              "scaling would scale SAM's ascent step); use 'bf16' or 'none'")
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
 
@@ -81,13 +87,20 @@ class Trainer:
         self.test_loader = BatchLoader(data.test, t.eval_batch_size, **common)
 
         torch.manual_seed(cfg.seed)  # the seed fixes the initialization
-        self.model = create_model(cfg.model.name, len(data.classes), data.image_size,
-                                  cfg.model.small_input, **cfg.model.args).to(self.device)
+        self.model = build_model(cfg.model, len(data.classes), data.image_size).to(self.device)
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = create_optimizer(self.model, cfg.optim)
-        self.scheduler = create_scheduler(self.optimizer, cfg.schedule,
-                                          len(self.train_loader), t.epochs)
+        sam = cfg.optim.sam
+        self.sam = SAM(self.optimizer, sam.rho, sam.adaptive) if sam else None
+        plateau = cfg.schedule.plateau
+        self.plateau = (ReduceLROnPlateau(monitored(plateau.monitor, self.has_val), plateau.mode,
+                                          plateau.factor, plateau.patience, plateau.cooldown,
+                                          plateau.min_lr, plateau.min_delta)
+                        if cfg.schedule.name == "plateau" else None)
+        self.scheduler = create_scheduler(self.optimizer, cfg.schedule, len(self.train_loader),
+                                          t.epochs, self.plateau and (lambda: self.plateau.scale))
+        self.ema = EMA(self.model, t.ema.decay, t.ema.warmup) if t.ema else None
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing,
                                            reduction=t.loss_reduction)
         self.callbacks = self._callbacks(callbacks)
@@ -105,6 +118,7 @@ class Trainer:
     def _callbacks(self, extra: Sequence[Callback]) -> list[Callback]:
         t = self.cfg.train
         callbacks: list[Callback] = [MetricsLog()]
+        callbacks += [cb for cb in (self.ema, self.plateau) if cb is not None]
         if t.early_stopping:
             e = t.early_stopping
             callbacks.append(EarlyStopping(monitored(e.monitor, self.has_val), e.mode,
@@ -119,37 +133,73 @@ class Trainer:
 
     # -- the step ---------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        model, optimizer, scaler = self.model, self.optimizer, self.scaler
-        model.train()
+        self.model.train()
         torch.manual_seed(epoch_seed(self.cfg.seed, epoch, 2))  # dropout & co. per epoch
-        summed = self.cfg.train.loss_reduction == "sum"
-        micro = self.cfg.train.micro_batch_size or self.cfg.train.batch_size
+        size = self.train_size(epoch)
         loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device)
+        hits = torch.zeros((), device=self.device)
         seen = 0
         start = time.perf_counter()
-        for x, y in self.train_loader.epoch(epoch):
-            optimizer.zero_grad(set_to_none=True)
-            for xs, ys in zip(x.split(micro), y.split(micro), strict=True):
-                with torch.autocast(self.device.type, dtype=self.amp_dtype,
-                                    enabled=self.amp_dtype is not None):
-                    logits = model(xs)
-                    loss = self.loss_fn(logits, ys)
-                weight = 1.0 if summed else len(ys) / len(y)  # gradient of the whole batch
-                scaler.scale(loss * weight).backward()
-                loss_sum += loss.detach() if summed else loss.detach() * len(ys)
-                correct += target_hits(logits, ys)
-            scaler.step(optimizer)
-            scaler.update()
-            self.scheduler.step()
+        for step, (x, y) in enumerate(self.train_loader.epoch(epoch)):
+            if size != x.shape[-1]:  # progressive resizing
+                x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+            batch_loss, batch_hits = self.train_step(x, y)
+            if not math.isfinite(batch_loss.item()):
+                raise TrainingDiverged(
+                    f"epoch {epoch + 1}, step {step + 1}: training loss is {batch_loss.item()} "
+                    f"(lr {self.main_group()['lr']:.4g}); stopped. The last good checkpoint "
+                    f"({self.run.checkpoints / 'last.pt'}) is kept; lower optim.lr, clip "
+                    "gradients (optim.clip_grad_norm) or check the data.")
+            loss_sum += batch_loss
+            hits += batch_hits
             seen += len(y)
             for cb in self.callbacks:
                 cb.on_batch_end(self, seen)
         seconds = time.perf_counter() - start
         self.train_seconds += seconds
         self.images_seen += seen
-        return {"train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
+        return {"train_loss": loss_sum.item() / seen, "train_accuracy": hits.item() / seen,
                 "seconds": seconds, "images_per_second": seen / seconds}
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a batch; its summed loss and correct count (detached).
+        With SAM the gradient is taken again at the worst nearby weights."""
+        loss_sum, hits = self.backward(x, y)
+        if self.sam:
+            self.sam.ascend()
+            with frozen_norm_stats(self.model):  # the batch already counted in BN statistics
+                self.backward(x, y)
+            self.sam.descend()
+        if self.cfg.optim.clip_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            nn.utils.clip_grad_norm_(params, self.cfg.optim.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss_sum, hits
+
+    def backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradient of the batch's loss (plus the L2 penalty), in micro-batches if asked;
+        the batch's summed loss and correct count."""
+        self.optimizer.zero_grad(set_to_none=True)
+        summed = self.cfg.train.loss_reduction == "sum"
+        micro = self.cfg.train.micro_batch_size or len(y)
+        loss_sum = torch.zeros((), device=self.device)
+        hits = torch.zeros((), device=self.device)
+        for xs, ys in zip(x.split(micro), y.split(micro), strict=True):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype,
+                                enabled=self.amp_dtype is not None):
+                logits = self.model(xs)
+                loss = self.loss_fn(logits, ys)
+            weight = 1.0 if summed else len(ys) / len(y)  # gradient of the whole batch
+            self.scaler.scale(loss * weight).backward()
+            loss_sum += loss.detach() if summed else loss.detach() * len(ys)
+            hits += target_hits(logits, ys)
+        penalty = l2_penalty(self.optimizer)
+        if penalty is not None:
+            self.scaler.scale(penalty).backward()
+        return loss_sum, hits
 
     # -- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -162,13 +212,8 @@ class Trainer:
             lr = self.main_group()["lr"]
             metrics: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch), "lr": lr}
             if self.val_loader is not None:
-                val = evaluate(self.model, self.val_loader, amp_dtype=self.amp_dtype)
+                val = evaluate(self.eval_model, self.val_loader, amp_dtype=self.amp_dtype)
                 metrics.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-            if not math.isfinite(metrics["train_loss"]):
-                raise TrainingDiverged(
-                    f"epoch {epoch + 1}: training loss is {metrics['train_loss']}; stopped. "
-                    f"The last good checkpoint ({self.run.checkpoints / 'last.pt'}) is kept; "
-                    "lower optim.lr or check the data.")
             self.epoch = epoch + 1
             for cb in self.callbacks:
                 cb.on_epoch_end(self, metrics)
@@ -178,6 +223,15 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_end(self, summary)
         return summary
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What is validated, saved as best.pt and tested: the EMA copy when enabled."""
+        return self.ema.model if self.ema else self.model
+
+    def train_size(self, epoch: int) -> int:
+        sizes = self.cfg.train.image_sizes
+        return sizes[min(epoch, len(sizes) - 1)] if sizes else self.data.image_size
 
     def main_group(self) -> dict[str, Any]:
         """The param group whose lr is logged: weights on the run's full schedule."""
@@ -194,9 +248,9 @@ class Trainer:
         best = self.run.checkpoints / "best.pt"
         if best.is_file():
             state = torch.load(best, map_location=self.device, weights_only=True)
-            self.model.load_state_dict(state["model"])
+            self.eval_model.load_state_dict(state["model"])
         tta = self.cfg.train.tta
-        test = evaluate(self.model, self.test_loader, tta, self.amp_dtype)
+        test = evaluate(self.eval_model, self.test_loader, tta, self.amp_dtype)
         history = self.run.metrics()
         val_acc = [m["val_accuracy"] for m in history if "val_accuracy" in m]
         checkpoint = next(cb for cb in self.callbacks if isinstance(cb, Checkpoint))
@@ -210,6 +264,7 @@ class Trainer:
             "wall_seconds": self.wall_seconds(), "train_seconds": self.train_seconds,
             "train_images_per_second": self.images_seen / max(self.train_seconds, 1e-9),
             "data_seconds": self.data.seconds, "startup_seconds": self.startup_seconds,
+            "ema": self.ema is not None,
             "num_parameters": sum(count_parameters(self.model)),
             "forward_gflops": forward_gflops(self.model, self.data.image_size),
             "images": {k: sum(v) for k, v in self.data.counts().items()},
