@@ -1,8 +1,11 @@
 """Training throughput: imgcls's Trainer against a bare PyTorch loop over the same network,
-batch size and optimizer, in one process, alternating rounds; prints medians and the ratio.
+batch size and optimizer, in one process, alternating rounds; then (with --keras-python)
+the same network in Keras 3 on TensorFlow, in its own environment. Prints medians and the
+ratios, one figure per line, and appends them to benchmarks/results/throughput.txt.
 
-    python benchmarks/throughput.py [--data ../shared/datasets/cifar10-jpeg.tar.gz]
-        [--batch-size 2000] [--steps 4] [--rounds 3]
+    bash benchmarks/setup_keras_env.sh      # once: benchmarks/.venv-keras
+    python benchmarks/throughput.py --keras-python benchmarks/.venv-keras/bin/python
+        [--data ../shared/datasets/cifar10-jpeg.tar.gz] [--batch-size 512] [--steps 8]
 
 The bare loop is what a user would write by hand: pre-normalized float tensors in memory,
 index a batch, forward, loss, backward, step; no augmentation. imgcls does its whole
@@ -12,7 +15,9 @@ per-batch pipeline (gather, flip + translate, normalize, metrics, callbacks).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
@@ -45,15 +50,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default="../shared/datasets/cifar10-jpeg.tar.gz")
     parser.add_argument("--config", default="configs/cifar10-fast.yaml")
-    parser.add_argument("--batch-size", type=int, default=2000)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--keras-python", help="python of the Keras environment "
+                        "(benchmarks/setup_keras_env.sh); omitted: no Keras figure")
     parser.add_argument("--out", default="benchmarks/results/throughput.txt")
     args = parser.parse_args()
 
     sets = ["data.source=folder", f"data.path={args.data}", "data.val_fraction=0",
             f"data.train_subset={args.batch_size * args.steps}",
-            f"train.batch_size={args.batch_size}", "train.tensorboard=false",
+            f"train.batch_size={args.batch_size}", "train.micro_batch_size=null",
+            "train.tensorboard=false",
             "optim.name=sgd", "optim.lr=0.001", "optim.norm_lr_scale=1", "train.tta=none",
             "train.loss_reduction=mean", "train.checkpoint.monitor=train_loss"]
     cfg = load_config(args.config, sets)
@@ -81,6 +89,7 @@ def main() -> None:
         ours.append(trainer.train_epoch(r + 1)["images_per_second"])
         print(f"round {r + 1}: bare {bare[-1]:.1f} img/s, imgcls {ours[-1]:.1f} img/s")
     b, o = statistics.median(bare), statistics.median(ours)
+    keras = keras_figure(args) if args.keras_python else None
     lines = [
         f"# {datetime.now():%Y-%m-%d %H:%M} {cfg.model.name} batch {args.batch_size} float32 "
         f"{'channels_last' if cfg.train.channels_last else 'NCHW'}, torch {torch.__version__}, "
@@ -89,9 +98,26 @@ def main() -> None:
         f"imgcls_trainer_images_per_second {o:.1f}",
         f"imgcls_over_bare_ratio {o / b:.3f}",
     ]
+    if keras:
+        lines[0] += (f"; keras {keras['keras']} tensorflow {keras['tensorflow']} jit_compile "
+                     f"{keras['jit_compile']}")
+        lines += [f"keras3_tensorflow_images_per_second {keras['images_per_second']:.1f}",
+                  f"imgcls_over_keras_ratio {o / keras['images_per_second']:.3f}"]
     print("\n".join(lines))
     with open(args.out, "a") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def keras_figure(args: argparse.Namespace) -> dict:
+    """The Keras run, in its own interpreter, after the PyTorch rounds (never alongside)."""
+    script = Path(__file__).with_name("keras_throughput.py")
+    out = subprocess.run([args.keras_python, str(script), "--batch-size", str(args.batch_size),
+                          "--steps", str(args.steps), "--rounds", str(args.rounds),
+                          "--threads", str(torch.get_num_threads())],
+                         capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"keras: {', '.join(f'{r:.1f}' for r in result['rounds'])} img/s")
+    return result
 
 
 if __name__ == "__main__":

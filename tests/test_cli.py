@@ -96,3 +96,25 @@ def test_augment_list_names_every_op_with_its_keys():
     for word in ("randaugment", "trivialaugment", "autoaugment", "erasing", "frac=0.1",
                  "magnitude=9"):
         assert word in result.output
+
+
+def test_lr_find_writes_plot_json_and_a_suggestion(tmp_path):
+    data = make_image_folder(tmp_path / "images", classes=3, per_class=16, size=24)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"""
+data: {{source: folder, path: {data}, image_size: 24, val_fraction: 0}}
+model: {{name: flowers_cnn, args: {{widths: [8, 8, 8], hidden: 16}}}}
+optim: {{name: adamw}}
+train: {{batch_size: 8, threads: 1}}
+""")
+    out = tmp_path / "find"
+    result = runner.invoke(app, ["lr-find", str(config), "--start", "1e-5", "--end", "1",
+                                 "--steps", "30", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "30 steps" in result.output or "diverged" in result.output
+    assert "suggested optim.lr" in result.output or "no clear descent" in result.output
+    assert (out / "lr_find.png").stat().st_size > 10_000
+    assert (out / "lr_find.json").is_file() and (out / "config.yaml").is_file()
+    bad = runner.invoke(app, ["lr-find", str(config), "--start", "1", "--end", "0.1",
+                              "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "need 0 < start < end" in bad.output

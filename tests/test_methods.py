@@ -300,3 +300,31 @@ def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(folder, tmp_p
     assert last["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+# -- progressive resizing --------------------------------------------------------------------
+class RecordSizes(Callback):
+    def __init__(self):
+        self.sizes = []
+
+    def on_epoch_end(self, trainer, metrics):
+        self.sizes.append(trainer.train_size(metrics["epoch"] - 1))
+
+
+def test_progressive_resizing_trains_small_then_full_size(folder, tmp_path):
+    sizes = RecordSizes()
+    cfg = config(folder, model={"name": "fastnet94", "args": {}},
+                 train={"epochs": 5, "image_sizes": [12, 16, 24]})
+    run, summary = train(cfg, tmp_path / "run", callbacks=[sizes])
+    assert sizes.sizes == [12, 16, 24, 24, 24]  # the last entry holds
+    assert summary["test_accuracy"] >= 0.6
+    fast = [m["images_per_second"] for m in run.metrics()]
+    assert fast[0] > fast[-1]  # a 12 px epoch processes images faster than a 24 px one
+    with pytest.raises(ConfigError, match="image_sizes.0"):
+        validate({"train": {"image_sizes": [2]}})
+    _, cropped = train(cfg.model_copy(update={"train": cfg.train.model_copy(
+        update={"resize_mode": "crop"})}), tmp_path / "crop")
+    assert cropped["test_accuracy"] >= 0.6 and cropped["test_loss"] != summary["test_loss"]
+    flatten_head = config(folder, train={"image_sizes": [16, 24]})
+    with pytest.raises(ConfigError, match="flowers_cnn cannot take 16 px inputs"):
+        train(flatten_head, tmp_path / "flat")

@@ -251,6 +251,9 @@ class TrainConfig(Strict):
     # progressive resizing: the training image size of epochs 1, 2, ...; the last entry holds
     # for the remaining epochs; empty: data.image_size throughout. Evaluation is at full size.
     image_sizes: list[Annotated[int, Field(ge=4, le=1024)]] = Field(default_factory=list)
+    # scale: resize the whole image; crop: a random window of that size (objects keep their
+    # size, the network sees part of the image)
+    resize_mode: Literal["scale", "crop"] = "scale"
     tta: TTA = "none"
     ema: EMAConfig | None = None  # evaluate (and save as best.pt) a moving average of weights
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)

@@ -331,3 +331,28 @@ def save_figure(fig: Figure, path: Path) -> Path:
     fig.savefig(buffer, format="png", bbox_inches="tight", dpi=100)
     plt.close(fig)
     return atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def accuracy_vs_time(curves: dict[str, list[tuple[float, float]]],
+                     finals: dict[str, tuple[float, float]], target: float | None,
+                     limit_seconds: float | None, title: str) -> Figure:
+    """Time to accuracy: each run's validation accuracy against elapsed wall time (lines),
+    its final test accuracy at its total wall time (stars), the target and the time limit."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, (name, points) in enumerate(curves.items()):
+        color = plt.cm.tab10.colors[i % 10]
+        x, y = np.array(points).T
+        ax.plot(x / 60, 100 * y, "-o", ms=3, color=color, label=f"{name}: validation")
+        if name in finals:
+            seconds, acc = finals[name]
+            ax.scatter([seconds / 60], [100 * acc], marker="*", s=160, color=color,
+                       edgecolors="black", zorder=3, label=f"{name}: test {100 * acc:.2f}%")
+    if target is not None:
+        ax.axhline(100 * target, color="0.4", ls="--", lw=1, label=f"target {100 * target:.1f}%")
+    if limit_seconds is not None:
+        ax.axvline(limit_seconds / 60, color="C3", ls=":", lw=1,
+                   label=f"limit {limit_seconds / 60:.0f} min")
+    ax.set(title=title, xlabel="wall time (min)", ylabel="accuracy (%)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

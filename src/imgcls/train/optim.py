@@ -49,14 +49,17 @@ def sgd(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer
                            nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
-@OPTIMIZERS.register("adam")
-def adam(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+def adam_family(cls: type[torch.optim.Optimizer]) -> Callable[..., torch.optim.Optimizer]:
+    """Adam (decay added to the gradient) and AdamW (decoupled decay) take the same keys."""
+
+    def make(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+        return cls(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+
+    return make
 
 
-@OPTIMIZERS.register("adamw")
-def adamw(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+OPTIMIZERS.register("adam")(adam_family(torch.optim.Adam))
+OPTIMIZERS.register("adamw")(adam_family(torch.optim.AdamW))
 
 
 @OPTIMIZERS.register("adadelta")

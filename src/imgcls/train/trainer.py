@@ -90,6 +90,7 @@ class Trainer:
         self.model = build_model(cfg.model, len(data.classes), data.image_size).to(self.device)
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self._check_sizes(t.image_sizes)
         self.optimizer = create_optimizer(self.model, cfg.optim)
         sam = cfg.optim.sam
         self.sam = SAM(self.optimizer, sam.rho, sam.adaptive) if sam else None
@@ -110,6 +111,19 @@ class Trainer:
         self.train_seconds = 0.0
         self.images_seen = 0
         self.stop_reason: str | None = None
+
+    @torch.no_grad()
+    def _check_sizes(self, sizes: list[int]) -> None:
+        """Progressive resizing needs a model that takes every size: fail before training."""
+        for size in sorted(set(sizes) - {self.data.image_size}):
+            try:
+                self.model.eval()(torch.zeros(2, 3, size, size, device=self.device))
+            except RuntimeError as exc:
+                raise ConfigError(
+                    f"train.image_sizes: {self.cfg.model.name} cannot take {size} px inputs "
+                    f"({str(exc).splitlines()[0]}); use larger sizes, a global-pooling "
+                    "model, or model.args.global_pool: true for flatten-head models"
+                ) from None
 
     @property
     def has_val(self) -> bool:
@@ -142,7 +156,7 @@ class Trainer:
         start = time.perf_counter()
         for step, (x, y) in enumerate(self.train_loader.epoch(epoch)):
             if size != x.shape[-1]:  # progressive resizing
-                x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+                x = self.shrink(x, size)
             batch_loss, batch_hits = self.train_step(x, y)
             if not math.isfinite(batch_loss.item()):
                 raise TrainingDiverged(
@@ -160,6 +174,12 @@ class Trainer:
         self.images_seen += seen
         return {"train_loss": loss_sum.item() / seen, "train_accuracy": hits.item() / seen,
                 "seconds": seconds, "images_per_second": seen / seconds}
+
+    def shrink(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        if self.cfg.train.resize_mode == "scale":
+            return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        top, left = (torch.randint(0, n - size + 1, ()).item() for n in x.shape[-2:])
+        return x[..., top:top + size, left:left + size]
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on a batch; its summed loss and correct count (detached).
