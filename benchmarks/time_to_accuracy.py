@@ -4,6 +4,7 @@ reused, so the benchmark can be resumed), then prints one figure per line and ap
 to benchmarks/results/time_to_accuracy.txt, with the accuracy-vs-time curve next to it.
 
     python benchmarks/time_to_accuracy.py --seeds 0 1 2 [--set train.epochs=8]
+    python benchmarks/time_to_accuracy.py --runs runs/a runs/b   # report finished runs
 
 Run it alone on the machine: the wall time is the figure.
 """
@@ -46,33 +47,38 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.906)
     parser.add_argument("--limit-minutes", type=float, default=18.0)
     parser.add_argument("--results", default="benchmarks/results/time_to_accuracy.txt")
+    parser.add_argument("--runs", nargs="+", help="report these finished runs instead")
     args = parser.parse_args()
 
     sets = ["data.source=folder", f"data.path={args.data}", *args.sets]
+    planned = ({Path(r).name: Path(r) for r in args.runs} if args.runs else
+               {f"seed{seed}": Path(args.out) / f"seed-{seed}" for seed in args.seeds})
     summaries, curves, finals = {}, {}, {}
-    for seed in args.seeds:
-        run_dir = Path(args.out) / f"seed-{seed}"
+    for label, run_dir in planned.items():
         run = Run(run_dir)
         summary = run.read_json("summary.json")
         if summary is None:
-            cfg = load_config(args.config, [*sets, f"seed={seed}"])
+            if args.runs:
+                raise SystemExit(f"{run_dir}: no summary.json (not a finished run)")
+            cfg = load_config(args.config, [*sets, f"seed={label.removeprefix('seed')}"])
             run, summary = train(cfg, run_dir)
-        summaries[seed] = summary
-        curves[f"seed {seed}"] = curve(run, summary)
-        finals[f"seed {seed}"] = (summary["wall_seconds"], summary["test_accuracy"])
+        summaries[label] = summary
+        curves[label] = curve(run, summary)
+        finals[label] = (summary["wall_seconds"], summary["test_accuracy"])
 
     acc = [s["test_accuracy"] for s in summaries.values()]
     plain = [s["test_accuracy_plain"] for s in summaries.values()]
     wall = [s["wall_seconds"] for s in summaries.values()]
     limit = 60 * args.limit_minutes
     first = next(iter(summaries.values()))
-    lines = [f"# {datetime.now():%Y-%m-%d %H:%M} {args.config} {' '.join(args.sets)}; "
+    what = " ".join(args.runs) if args.runs else f"{args.config} {' '.join(args.sets)}"
+    lines = [f"# {datetime.now():%Y-%m-%d %H:%M} {what}; "
              f"{first['cpu']}, {first['torch_threads']} threads, torch {torch.__version__}"]
-    for seed, s in summaries.items():
-        lines += [f"seed{seed}_test_accuracy {s['test_accuracy']:.4f}",
-                  f"seed{seed}_test_accuracy_plain {s['test_accuracy_plain']:.4f}",
-                  f"seed{seed}_wall_seconds {s['wall_seconds']:.0f}"]
-    lines += [f"mean_test_accuracy {statistics.mean(acc):.4f}",
+    for label, s in summaries.items():
+        lines += [f"{label}_test_accuracy {s['test_accuracy']:.4f}",
+                  f"{label}_test_accuracy_plain {s['test_accuracy_plain']:.4f}",
+                  f"{label}_wall_seconds {s['wall_seconds']:.0f}"]
+    lines += [] if args.runs else [f"mean_test_accuracy {statistics.mean(acc):.4f}",
               f"mean_test_accuracy_plain {statistics.mean(plain):.4f}",
               f"median_wall_seconds {statistics.median(wall):.0f}",
               f"max_wall_seconds {max(wall):.0f}",
@@ -81,8 +87,9 @@ def main() -> None:
     print("\n".join(lines))
     with open(args.results, "a") as f:
         f.write("\n".join(lines) + "\n")
-    title = (f"{Path(args.config).stem}: mean test {100 * statistics.mean(acc):.2f}% "
-             f"in {statistics.median(wall) / 60:.1f} min (median, {len(acc)} seeds)")
+    title = ("time to accuracy: fastnet94 on cifar10-jpeg, 2-core CPU" if args.runs else
+             f"{Path(args.config).stem}: mean test {100 * statistics.mean(acc):.2f}% in "
+             f"{statistics.median(wall) / 60:.1f} min (median, {len(acc)} seeds)")
     save_figure(accuracy_vs_time(curves, finals, args.target, limit, title),
                 Path(args.results).with_suffix(".png"))
 

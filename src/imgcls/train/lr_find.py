@@ -73,8 +73,7 @@ def lr_find(cfg: Config, out: str | Path, start: float = 1e-6, end: float = 10.0
         update={"tensorboard": False, "ema": None})})
     run = Run.create(cfg, out)
     trainer = Trainer(cfg, run, load_data(cfg.data))
-    if hasattr(trainer.model, "init_from_data"):
-        trainer.model.init_from_data(trainer._init_batch())
+    trainer.init_from_data()
     groups = trainer.optimizer.param_groups
     main_lr = trainer.main_group()["lr"]
     ratios = [g["lr"] / main_lr for g in groups]  # keep the config's per-group lr ratios

@@ -223,8 +223,7 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        if self.epoch == 0 and hasattr(self.model, "init_from_data"):
-            self.model.init_from_data(self._init_batch())
+        self.init_from_data()
         for cb in self.callbacks:
             cb.on_fit_start(self)
         self.startup_seconds = self.data.seconds + time.perf_counter() - self.started
@@ -258,10 +257,13 @@ class Trainer:
         groups = [g for g in self.optimizer.param_groups if g.get("horizon_epochs") is None]
         return next((g for g in groups if g.get("kind") == "weights"), groups[0])
 
-    def _init_batch(self, count: int = 5000) -> torch.Tensor:
-        """The first training images, normalized and unaugmented, for data-dependent init."""
-        loader = self.train_loader
-        return loader.normalize(loader.gather(torch.arange(min(count, len(loader.labels)))))
+    def init_from_data(self, count: int = 5000) -> None:
+        """Data-dependent initialization (fastnet's whitening) from the first `count`
+        training images, normalized and unaugmented; once, before the first epoch."""
+        if self.epoch == 0 and hasattr(self.model, "init_from_data"):
+            loader = self.train_loader
+            ids = torch.arange(min(count, len(loader.labels)))
+            self.model.init_from_data(loader.normalize(loader.gather(ids)))
 
     def finish(self) -> dict[str, Any]:
         """Test the best checkpoint (or the final weights) once; the summary of the run."""
