@@ -61,19 +61,25 @@ def takes_dropout() -> list[str]:
     return [n for n in MODELS.names() if "dropout" in inspect.signature(MODELS.get(n)).parameters]
 
 
+def regularizer_args(name: str) -> dict[str, str]:
+    """The constructor argument behind each of model.dropout and model.drop_path."""
+    timm = name.startswith(TIMM_PREFIX)
+    return {"dropout": "drop_rate" if timm else "dropout", "drop_path": "drop_path_rate"}
+
+
 def check_regularizers(name: str, dropout: float | None, drop_path: float | None,
                        args: dict[str, Any]) -> None:
     """model.dropout / model.drop_path must reach a model that has them, and only once."""
-    timm = name.startswith(TIMM_PREFIX)
-    for key, value, arg in (("dropout", dropout, "drop_rate" if timm else "dropout"),
-                            ("drop_path", drop_path, "drop_path_rate")):
-        if value is not None and arg in args:
+    settings = {"dropout": dropout, "drop_path": drop_path}
+    for key, arg in regularizer_args(name).items():
+        if settings[key] is not None and arg in args:
             raise ValueError(f"model.{key} and model.args.{arg} set the same thing; keep one")
-    if timm:
+    if name.startswith(TIMM_PREFIX):
         return
-    if dropout is not None and name not in takes_dropout():
+    with_dropout = takes_dropout()
+    if dropout is not None and name not in with_dropout:
         raise ValueError(f"model.dropout: {name!r} has no dropout; models with it: "
-                         f"{', '.join(takes_dropout())} and timm:<name>")
+                         f"{', '.join(with_dropout)} and timm:<name>")
     if drop_path is not None:
         raise ValueError(f"model.drop_path: {name!r} has no drop-path (stochastic depth); "
                          "timm models have it (timm:<name>)")
@@ -81,10 +87,11 @@ def check_regularizers(name: str, dropout: float | None, drop_path: float | None
 
 def build_model(cfg: ModelConfig, num_classes: int, image_size: int) -> nn.Module:
     """The model a config asks for, with its dropout and drop-path settings."""
-    timm = cfg.name.startswith(TIMM_PREFIX)
-    extra = {("drop_rate" if timm else "dropout"): cfg.dropout, "drop_path_rate": cfg.drop_path}
-    args = {**cfg.args, **{k: v for k, v in extra.items() if v is not None}}
-    return create_model(cfg.name, num_classes, image_size, cfg.small_input, **args)
+    settings = {"dropout": cfg.dropout, "drop_path": cfg.drop_path}
+    extra = {arg: settings[key] for key, arg in regularizer_args(cfg.name).items()
+             if settings[key] is not None}
+    return create_model(cfg.name, num_classes, image_size, cfg.small_input,
+                        **{**cfg.args, **extra})
 
 
 def create_model(name: str, num_classes: int, image_size: int = 32, small_input: bool = False,

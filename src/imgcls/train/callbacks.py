@@ -24,6 +24,7 @@ from rich.progress import (
 from torch import nn
 
 from imgcls.tracking.io import atomic_torch_save
+from imgcls.train.schedule import refresh_lr
 
 if TYPE_CHECKING:
     from imgcls.train.trainer import Trainer
@@ -124,8 +125,6 @@ class ReduceLROnPlateau(Callback):
         self.scale, self.wait, self.cooling = 1.0, 0, 0
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        from imgcls.train.schedule import refresh_lr
-
         self.wait = 0 if self.tracker.improved(metrics) else self.wait + 1
         if self.cooling:  # epochs of grace after a reduction (torch's reading of Keras's)
             self.cooling -= 1

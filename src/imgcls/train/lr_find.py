@@ -6,10 +6,12 @@ the run's own schedule, optimizer, augmentation and batch size are what is teste
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from imgcls.config import Config, ConfigError
 from imgcls.data import load_data
@@ -78,27 +80,25 @@ def lr_find(cfg: Config, out: str | Path, start: float = 1e-6, end: float = 10.0
     main_lr = trainer.main_group()["lr"]
     ratios = [g["lr"] / main_lr for g in groups]  # keep the config's per-group lr ratios
     trainer.model.train()
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch = 0
+        while True:  # as many epochs as the steps need
+            yield from trainer.train_loader.epoch(epoch)
+            epoch += 1
+
     result = LRFindResult()
-    lrs = iter(exponential_lrs(start, end, steps))
-    epoch = 0
-    while len(result.lrs) < steps:
-        for x, y in trainer.train_loader.epoch(epoch):
-            lr = next(lrs, None)
-            if lr is None:
-                break
-            for group, ratio in zip(groups, ratios, strict=True):
-                group["lr"] = lr * ratio
-            loss_sum, _ = trainer.train_step(x, y)
-            loss = loss_sum.item() / len(y)
-            result.lrs.append(float(lr))
-            result.losses.append(loss)
-            result.smoothed = smooth(result.losses)
-            if not math.isfinite(loss) or result.smoothed[-1] > diverge * min(result.smoothed):
-                result.stopped = f"loss diverged at lr {lr:.3g}"
-                break
-        if result.stopped != "reached the end lr":
+    for lr, (x, y) in zip(exponential_lrs(start, end, steps), batches(), strict=False):
+        for group, ratio in zip(groups, ratios, strict=True):
+            group["lr"] = lr * ratio
+        loss_sum, _ = trainer.train_step(x, y)
+        loss = loss_sum.item() / len(y)
+        result.lrs.append(float(lr))
+        result.losses.append(loss)
+        result.smoothed = smooth(result.losses)
+        if not math.isfinite(loss) or result.smoothed[-1] > diverge * min(result.smoothed):
+            result.stopped = f"loss diverged at lr {lr:.3g}"
             break
-        epoch += 1
     result.steepest_lr, result.min_loss_lr = suggest(result.lrs, result.smoothed)
     run.write_json("lr_find.json", result.to_dict())
     return result
