@@ -45,7 +45,9 @@ def train(
         help="Run folder (default: runs/<time>-<name>).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue this interrupted run.")] = None,
 ) -> None:
-    """Train a model and record the run."""
+    """Train a model and record the run. Under `torchrun --nproc-per-node N -m imgcls.cli
+    train ...`, N processes train it data-parallel (docs/training.md)."""
+    from imgcls.train import distributed
     from imgcls.train import train as run_training
 
     try:
@@ -61,11 +63,14 @@ def train(
     except KeyboardInterrupt:
         console.print("interrupted; continue with `imgcls train --resume RUN_DIR`")
         raise typer.Exit(130) from None
-    console.print(
-        f"[bold]{run.path}[/bold]: test accuracy {summary['test_accuracy']:.4f}"
-        f" (plain {summary['test_accuracy_plain']:.4f}, tta {summary['tta']}),"
-        f" {summary['train_images_per_second']:.0f} img/s, {summary['wall_seconds']:.0f} s",
-        soft_wrap=True)
+    finally:
+        distributed.teardown()
+    if distributed.env_rank() == 0:  # one summary line from a torchrun launch
+        console.print(
+            f"[bold]{run.path}[/bold]: test accuracy {summary['test_accuracy']:.4f}"
+            f" (plain {summary['test_accuracy_plain']:.4f}, tta {summary['tta']}),"
+            f" {summary['train_images_per_second']:.0f} img/s, {summary['wall_seconds']:.0f} s",
+            soft_wrap=True)
 
 
 @app.command("lr-find")
@@ -120,6 +125,108 @@ def eval_(
     except _user_errors() as exc:
         _fail(str(exc))
     console.print_json(json.dumps(result))
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    images: Annotated[list[str] | None, typer.Argument(
+        help="Image files, folders (searched recursively) or glob patterns.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Classes shown per image.", min=1)] = 3,
+    output: Annotated[str, typer.Option(
+        "--format", help="table, csv or json (csv/json: one record per image, to stdout).")
+    ] = "table",
+    tta: Annotated[str, typer.Option(help="none, mirror or mirror_translate.")] = "none",
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    batch_size: Annotated[int, typer.Option(min=1)] = 256,
+    bench: Annotated[bool, typer.Option(
+        help="Measure inference images/s of PyTorch and of the ONNX export on this machine "
+        "(on IMAGES if given, else on random pixels).")] = False,
+) -> None:
+    """Classify images with a trained run: top-k classes and probabilities per image.
+    Unreadable files are reported and skipped."""
+    from imgcls.config import TTA
+    from imgcls.deploy.predictor import load
+
+    if output not in ("table", "csv", "json"):
+        _fail(f"--format {output!r}: valid: table, csv, json")
+    if tta not in TTA.__args__:
+        _fail(f"--tta {tta!r}: valid: {', '.join(TTA.__args__)}")
+    if not images and not bench:
+        _fail("give images to classify (files, folders or globs), or --bench")
+    try:
+        predictor = load(run_dir, checkpoint)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    if bench:
+        return _print_bench(run_dir, predictor, images or [], batch_size)
+    result = predictor.predict(images, top_k, tta, batch_size)
+    for problem in result.skipped:  # on stderr: stdout stays valid CSV / JSON
+        typer.echo(f"skipped {problem}", err=True)
+    if output == "json":
+        typer.echo(json.dumps([p.as_dict() for p in result.items], indent=1))
+    elif output == "csv":
+        import csv
+        import sys
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["image", "rank", "class", "probability"])
+        for p in result.items:
+            for rank, (c, prob) in enumerate(zip(p.classes, p.probabilities, strict=True), 1):
+                writer.writerow([p.source, rank, c, f"{prob:.6f}"])
+    else:
+        table = Table("image", *[f"#{i + 1}" for i in range(min(top_k, len(predictor.classes)))],
+                      title=f"{len(result.items)} image(s), {run_dir}")
+        for p in result.items:
+            table.add_row(p.source, *[f"{c} {prob:.1%}"
+                                      for c, prob in zip(p.classes, p.probabilities,
+                                                         strict=True)])
+        console.print(table)
+    if not result.items:
+        raise typer.Exit(1)
+
+
+def _print_bench(run_dir: Path, predictor, images: list[str], batch_size: int) -> None:
+    from imgcls.deploy.bench import inference_speed
+
+    try:
+        rows = inference_speed(run_dir, predictor, images, batch_size)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    for row in rows:
+        console.print(f"{row['engine']}: {row['images_per_second']:.0f} images/s "
+                      f"(batch {batch_size}, {row['images']} images, median of "
+                      f"{row['repeats']})", highlight=False)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
+    out: Annotated[Path | None, typer.Option(
+        help="Output file (default RUN_DIR/export/model.onnx or model.torchscript.pt).")
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    verify: Annotated[str, typer.Option(
+        help="Test images to verify the export on: a number, or 'all'.")] = "256",
+) -> None:
+    """Export a run's model (normalization included; uint8 NHWC RGB input, dynamic batch),
+    verified against PyTorch on the run's test images; a failed check keeps no file."""
+    from imgcls.deploy.export import ExportError, export_run
+
+    if verify != "all" and not verify.isdigit():
+        _fail(f"--verify {verify!r}: a number of images, or 'all'")
+    try:
+        path, info = export_run(run_dir, fmt, out, checkpoint,
+                                None if verify == "all" else int(verify))
+    except (*_user_errors(), ExportError) as exc:
+        _fail(str(exc))
+    check = info["verification"]
+    console.print(f"[bold]{path}[/bold] (+ {path.name}.json): verified on {check['images']} "
+                  f"test images, max |logit diff| {check['max_abs_logit_diff']:.2g} (tolerance "
+                  f"{check['atol']} + {check['rtol']} x |logit|), top-1 agreement "
+                  f"{check['top1_agreement']:.2%} ({check['disagreements']} differ)",
+                  highlight=False, soft_wrap=True)
 
 
 WhereOption = Annotated[list[str], typer.Option(
@@ -353,6 +460,9 @@ def models(
         min=1)] = None,
     small_input: Annotated[bool, typer.Option(
         help="timm models: stride-1 stem without max-pool (as model.small_input).")] = False,
+    layers: Annotated[bool, typer.Option(
+        "--layers", help="One model's numbered layers with weights and its stages: what "
+        "fine_tune_at and last_stages in `stages:` refer to.")] = False,
     markdown: Annotated[bool, typer.Option(help="Print a markdown table.")] = False,
 ) -> None:
     """The model zoo: parameters, forward GFLOPs and (with --bench) training speed."""
@@ -367,6 +477,10 @@ def models(
             _fail(f"--summary needs one model; {pattern!r} matches {total}: "
                   f"{', '.join(names[:8])}{'...' if total > 8 else ''}")
         return _print_summary(names[0], input_size, num_classes, depth, small_input)
+    if layers:
+        if len(names) != 1:
+            _fail(f"--layers needs one model; {pattern!r} matches {total}")
+        return _print_layers(names[0], num_classes, small_input)
     rows = []
     with console.status("measuring...") as status:
         for row in model_rows(names, input_size, num_classes, bench, batch_size, small_input):
@@ -431,6 +545,28 @@ def _print_summary(name: str, input_size: int, num_classes: int, depth: int | No
                       highlight=False)
     console.print(f"Forward: {forward_gflops(model, input_size):.3g} GFLOPs per image",
                   highlight=False)
+
+
+def _print_layers(name: str, num_classes: int, small_input: bool) -> None:
+    from imgcls.models import create_model
+    from imgcls.models.parts import head_name, layers, stages
+
+    try:
+        model = create_model(name, num_classes, small_input=small_input)
+    except ValueError as exc:
+        _fail(str(exc))
+    modules = dict(model.named_modules())
+    stage_of = {p: label for label, params in stages(model) for p in params}
+    table = Table("fine_tune_at", "layer", "type", "params", "stage",
+                  title=f"{name}: layers with weights (head: {head_name(model)})")
+    for index, layer in enumerate(layers(model)):
+        own = list(modules[layer].parameters(recurse=False))
+        first = next(n for n, _ in model.named_parameters() if n.startswith(layer + "."))
+        table.add_row(str(index), layer, type(modules[layer]).__name__,
+                      f"{sum(p.numel() for p in own):,}", stage_of.get(first, ""))
+    console.print(table)
+    console.print("last_stages: K trains the last K of "
+                  + ", ".join(label for label, _ in stages(model)), highlight=False)
 
 
 def run_workers_cli(args: list[str], workers: int) -> int:

@@ -78,6 +78,16 @@ class ModelConfig(Strict):
     small_input: bool = False  # timm models: stride-1 stem, no stem max-pool (32-64 px)
     dropout: float | None = Field(None, ge=0, lt=1)  # None: the model's own default
     drop_path: float | None = Field(None, ge=0, lt=1)  # stochastic depth (timm models)
+    # transfer learning: true = timm's hub weights; or a state dict / safetensors file, an
+    # imgcls checkpoint or run folder. The head is replaced for this run's classes.
+    pretrained: bool | str = False
+    # what the network sees; None: what the pretrained weights were trained on, else the
+    # data's size. Batches are resized to it on the fly (e.g. 72 px data -> 224 px model).
+    input_size: int | None = Field(None, ge=8, le=1024)
+    mean: tuple[float, float, float] | None = None  # None: the weights', else the data's
+    std: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)],
+               Annotated[float, Field(gt=0)]] | None = None
+    interpolation: Literal["bilinear", "bicubic"] | None = None  # None: the weights' or bilinear
 
     @field_validator("name")
     @classmethod
@@ -261,6 +271,40 @@ class TrainConfig(Strict):
     tensorboard: bool = True
 
 
+Trainable = Literal["head", "all"]
+
+
+class StageConfig(Strict):
+    """One phase of a staged run (transfer learning): its epochs, what trains, and its own
+    optimizer and schedule settings over the run's. Say what trains with exactly one of
+    `train` (head | all), `fine_tune_at` (a layer index or module name, Keras's way: it and
+    everything after it train) or `last_stages` (the last K stages and the head)."""
+
+    name: str | None = None
+    epochs: int = Field(ge=1)
+    train: Trainable | None = None
+    fine_tune_at: int | str | None = None
+    last_stages: int | None = Field(None, ge=1)
+    layer_lr_decay: float | None = Field(None, gt=0, le=1)  # lr x this per stage from the head
+    optim: dict[str, Any] = Field(default_factory=dict)  # keys of `optim` to change
+    schedule: dict[str, Any] = Field(default_factory=dict)  # keys of `schedule` to change
+    # head-only stages: compute the frozen backbone's features once and train the head on
+    # them. auto: when the run has no augmentation; on: always (this stage then sees the
+    # images unaugmented, later stages augment them as configured)
+    cache_features: Literal["auto", "on", "off"] = "auto"
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> StageConfig:
+        given = [k for k in ("train", "fine_tune_at", "last_stages")
+                 if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("say what trains with exactly one of train (head | all), "
+                             f"fine_tune_at or last_stages; got {given or 'none'}")
+        if self.cache_features == "on" and self.train != "head":
+            raise ValueError("cache_features: on needs train: head (a frozen backbone)")
+        return self
+
+
 class Config(Strict):
     name: str = "run"
     seed: int = 0
@@ -270,6 +314,38 @@ class Config(Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    stages: list[StageConfig] = Field(default_factory=list)  # empty: one stage, all trains
+
+    @model_validator(mode="after")
+    def _stages(self) -> Config:
+        if not self.stages:
+            return self
+        total = sum(s.epochs for s in self.stages)
+        if "epochs" in self.train.model_fields_set and self.train.epochs != total:
+            raise ValueError(f"train.epochs = {self.train.epochs} but the stages add up to "
+                             f"{total} epochs; drop train.epochs (it follows the stages)")
+        self.train.epochs = total
+        for i in range(len(self.stages)):
+            _, schedule = self.stage_settings(i)  # their optim/schedule changes must validate
+            if (schedule.name == "plateau") != (self.schedule.name == "plateau"):
+                raise ValueError(f"stages[{i}]: schedule.name plateau is a run-wide choice; set "
+                                 "it in the run's schedule, not in one stage")
+        return self
+
+    def stage_settings(self, index: int) -> tuple[OptimConfig, ScheduleConfig]:
+        """The optimizer and schedule settings of stage `index`: the run's, changed by the
+        stage's own keys."""
+        stage = self.stages[index]
+        try:
+            optim = OptimConfig.model_validate({**self.optim.model_dump(), **stage.optim})
+            schedule = ScheduleConfig.model_validate({**self.schedule.model_dump(),
+                                                      **stage.schedule})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(f"stages[{index}] ({stage.name or 'unnamed'}): "
+                             f"{exc.title.removesuffix('Config').lower()}."
+                             f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        return optim, schedule
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -298,7 +374,7 @@ def _describe(error: dict[str, Any]) -> str:
         name = str(error["loc"][-1])
         return f"unknown key {key!r}{closest(name, valid)}; valid keys here: {', '.join(valid)}"
     message = error["msg"].removeprefix("Value error, ")
-    return f"{key} = {error['input']!r}: {message}"
+    return f"{key} = {error['input']!r}: {message}" if key else message
 
 
 def validate(raw: dict[str, Any], origin: str = "config") -> Config:

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from imgcls.augment import AugmentContext, AugmentOp, Mixer
 from imgcls.data.base import ImageSet
@@ -36,7 +37,9 @@ class BatchLoader:
     def __init__(self, data: ImageSet, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
                  device: torch.device, *, shuffle: bool = False, drop_last: bool = False,
                  augment: Sequence[AugmentOp] = (), mix: Mixer | None = None, seed: int = 0,
-                 channels_last: bool = True, in_memory: bool | None = None):
+                 channels_last: bool = True, in_memory: bool | None = None,
+                 size: int | None = None, interpolation: str = "bilinear",
+                 shard: tuple[int, int] = (0, 1)):
         if in_memory is None:
             in_memory = fits_in_memory(data.images.nbytes)
         # in memory: read-only memory maps are copied into RAM (or onto the device) once;
@@ -53,6 +56,13 @@ class BatchLoader:
         # normalize as one fused multiply-add on the uint8 values
         self.scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(device)
         self.shift = (-mean / std).view(1, 3, 1, 1).to(device)
+        # the network's input size, when it differs from the stored images' (resized on the
+        # fly on the device, after augmentation: cheap ops at the small size)
+        self.size = size if size != data.images.shape[1] else None
+        self.interpolation = interpolation
+        # data-parallel training: (rank, world size). Every process draws and augments the
+        # same global batch and keeps its share, so N processes do one process's step
+        self.shard = shard
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -74,6 +84,9 @@ class BatchLoader:
         """uint8 (or 0-1 float) NCHW -> normalized float NCHW in the loader's memory format."""
         scale = self.scale if batch.dtype == torch.uint8 else self.scale * 255
         x = batch.float().mul_(scale).add_(self.shift)
+        if self.size is not None:
+            x = F.interpolate(x, size=(self.size, self.size), mode=self.interpolation,
+                              antialias=self.size < x.shape[-1], align_corners=False)
         return x.contiguous(memory_format=self.memory_format)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -90,4 +103,12 @@ class BatchLoader:
             for op in self.augment:
                 batch = op(batch, ctx)
             x, y = self.normalize(batch), self.labels[ids]
-            yield self.mix(x, y, generator) if self.mix else (x, y)
+            x, y = self.mix(x, y, generator) if self.mix else (x, y)
+            yield take_shard(x, y, self.shard)
+
+
+def take_shard(x: torch.Tensor, y: torch.Tensor,
+               shard: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """This process's share of a global batch (all of it outside data-parallel runs)."""
+    rank, size = shard
+    return (x, y) if size == 1 else (x.tensor_split(size)[rank], y.tensor_split(size)[rank])

@@ -52,6 +52,18 @@ class ConvGroup(nn.Module):
         return y
 
 
+class ScaledLinear(nn.Linear):
+    """A bias-free linear layer whose output is scaled down (by the width): the whole head
+    in one module, so that transfer learning can replace it and cache its inputs."""
+
+    def __init__(self, cin: int, cout: int, scale: float):
+        super().__init__(cin, cout, bias=False)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * self.scale
+
+
 class FastNet(nn.Module):
     def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (64, 256, 256),
                  depth: int = 2, whiten_kernel: int = 2, whiten_bias_epochs: float = 3.0):
@@ -68,11 +80,10 @@ class FastNet(nn.Module):
             nn.AdaptiveMaxPool2d(1),  # = MaxPool2d(3) at 32 px; any input size works
             nn.Flatten(),
         )
-        self.head = nn.Linear(widths[2], num_classes, bias=False)
-        self.head_scale = 1.0 / widths[2]
+        self.head = ScaledLinear(widths[2], num_classes, scale=1.0 / widths[2])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.groups(self.whiten(x))) * self.head_scale
+        return self.head(self.groups(self.whiten(x)))
 
     @torch.no_grad()
     def init_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:

@@ -14,9 +14,10 @@ from imgcls.config import TTA, Config, ConfigError
 from imgcls.data import DataError, ImageSet, load_data, load_source
 from imgcls.data.loader import BatchLoader
 from imgcls.tracking.run import Run, environment
+from imgcls.train import distributed
 from imgcls.train.callbacks import Callback
 from imgcls.train.evaluate import evaluate
-from imgcls.train.trainer import Trainer
+from imgcls.train.trainer import Trainer, resolve_device
 
 __all__ = ["Trainer", "train", "load_model"]
 
@@ -28,26 +29,36 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
     checkpoint (its own saved config wins; the result equals an uninterrupted run).
     `callbacks` join the run's own (a resumed run must be given the same ones)."""
     if resume is not None:
+        cfg = Run(resume).config()
+    world = distributed.setup(resolve_device(cfg.train.device).type)  # under torchrun
+    if resume is not None:
         run = Run(resume)
-        cfg = run.config()
-    else:
-        run = Run.create(cfg, run_dir)
+    else:  # rank 0 names and creates the folder; the other processes use the same one
+        run = Run(distributed.broadcast_object(
+            str(Run.create(cfg, run_dir).path) if world.is_main else None))
+    if not world.is_main:
+        distributed.barrier()  # rank 0 decodes and caches the data first
     data = load_data(cfg.data)
+    if world.is_main:
+        distributed.barrier()
     trainer = Trainer(cfg, run, data, callbacks)
     last = run.checkpoints / "last.pt"
     if resume is not None and last.is_file():
         trainer.load_state_dict(torch.load(last, map_location=trainer.device,
                                            weights_only=True))
-        run.truncate_metrics(trainer.epoch)
-    elif resume is not None:
-        run.truncate_metrics(0)  # killed before the first checkpoint: start over
-    run.write_json("environment.json", environment(str(trainer.device)))
-    run.write_json("preprocess.json", {
-        "classes": data.classes, "image_size": data.image_size, "resize": cfg.data.resize,
-        "mean": trainer.mean.tolist(), "std": trainer.std.tolist(),
-        "skipped_files": data.skipped})
+    if world.is_main:
+        if resume is not None:  # no checkpoint: killed before the first, start over
+            run.truncate_metrics(trainer.epoch)
+        run.write_json("environment.json", {**environment(str(trainer.device)),
+                                            "processes": world.size})
+        run.write_json("preprocess.json", {
+            "classes": data.classes, "image_size": data.image_size,
+            "resize": cfg.data.resize, "input_size": trainer.input_size,
+            "interpolation": trainer.interpolation, "mean": trainer.mean.tolist(),
+            "std": trainer.std.tolist(), "skipped_files": data.skipped})
     summary = trainer.fit()
-    run.write_json("summary.json", summary)
+    if world.is_main:
+        run.write_json("summary.json", {**summary, "processes": world.size})
     return run, summary
 
 
@@ -64,7 +75,7 @@ def load_model(run_dir: str | Path, checkpoint: str = "best",
         raise FileNotFoundError(f"{run.path}: no {path.name} checkpoint; has the run trained "
                                 "for at least one epoch?")
     state = torch.load(path, map_location=device, weights_only=True)
-    model = build_model(cfg.model, len(pre["classes"]), pre["image_size"])
+    model = build_model(cfg.model, len(pre["classes"]), pre.get("input_size") or pre["image_size"])
     model.load_state_dict(state["model"])
     return model.to(device).eval(), pre, cfg
 
@@ -92,6 +103,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None,
         test = ImageSet(images.images, to_run_label[images.labels])
     loader = BatchLoader(test, cfg.train.eval_batch_size, torch.tensor(pre["mean"]),
                          torch.tensor(pre["std"]), torch.device("cpu"),
-                         channels_last=cfg.train.channels_last)
+                         channels_last=cfg.train.channels_last, size=pre.get("input_size"),
+                         interpolation=pre.get("interpolation", "bilinear"))
     return {"run": str(run_dir), "checkpoint": checkpoint, "images": len(test), "tta": tta,
             **evaluate(model, loader, tta)}

@@ -68,7 +68,8 @@ class MetricsLog(Callback):
     """metrics.jsonl: one line per epoch."""
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        trainer.run.append_metrics(metrics)
+        if trainer.is_main:
+            trainer.run.append_metrics(metrics)
 
 
 class EarlyStopping(Callback):
@@ -99,8 +100,12 @@ class Checkpoint(Callback):
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         folder = trainer.run.checkpoints
-        if self.tracker.improved(metrics):
+        improved = self.tracker.improved(metrics)  # tracked on every rank, written by rank 0
+        if improved:
             self.best_epoch = metrics["epoch"]
+        if not trainer.is_main:
+            return
+        if improved:
             atomic_torch_save({"model": trainer.eval_model.state_dict(),
                                "epoch": metrics["epoch"],
                                self.tracker.monitor: self.tracker.best}, folder / "best.pt")
@@ -187,11 +192,15 @@ class TensorBoard(Callback):
     def on_fit_start(self, trainer: Trainer) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        if not trainer.is_main:
+            return
         # purge_step drops events of epochs after the resumed checkpoint
         self.writer = SummaryWriter(str(trainer.run.path / "tensorboard"),
                                     purge_step=trainer.epoch + 1)
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
         for key, value in metrics.items():
             if key != "epoch":
                 group, _, name = key.partition("_")
@@ -200,7 +209,8 @@ class TensorBoard(Callback):
         self.writer.flush()
 
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 class ProgressBar(Callback):
@@ -212,8 +222,12 @@ class ProgressBar(Callback):
             TextColumn("{task.fields[speed]:>6.0f} img/s"), TimeElapsedColumn(),
             TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True)
         self.task = None
+        self.quiet = False
 
     def on_fit_start(self, trainer: Trainer) -> None:
+        self.quiet = not trainer.is_main  # one bar, from rank 0
+        if self.quiet:
+            return
         steps = len(trainer.train_loader)
         self.progress.start()
         self.task = self.progress.add_task("train", total=trainer.cfg.train.epochs * steps,
@@ -221,6 +235,8 @@ class ProgressBar(Callback):
         self.first = (time.perf_counter(), 0)
 
     def on_batch_end(self, trainer: Trainer, images: int) -> None:
+        if self.quiet:
+            return
         now = time.perf_counter()
         if images <= trainer.train_loader.batch_size:  # measure from the first step's end
             self.first = (now, images)
@@ -229,9 +245,12 @@ class ProgressBar(Callback):
                              description=f"epoch {trainer.epoch + 1}/{trainer.cfg.train.epochs}")
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        if self.quiet:
+            return
         shown = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                           for k, v in metrics.items())
         self.progress.console.print(shown)
 
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
-        self.progress.stop()
+        if not self.quiet:
+            self.progress.stop()

@@ -24,21 +24,24 @@ OPTIMIZERS: Registry[Callable[[list[dict[str, Any]], OptimConfig], torch.optim.O
     Registry("optimizer"))
 
 
-def param_groups(model: nn.Module, cfg: OptimConfig, muon: bool = False
-                 ) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, cfg: OptimConfig, muon: bool = False,
+                 lr_scales: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Trainable parameters by kind, lr horizon and `lr_scales` (a per-parameter lr factor:
+    discriminative learning rates in transfer learning)."""
     horizons = model.lr_horizons() if hasattr(model, "lr_horizons") else {}
-    groups: dict[tuple[str, float | None], dict[str, Any]] = {}
+    groups: dict[tuple[str, float | None, float], dict[str, Any]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         kind = "filters" if muon and p.ndim == 4 else "norm" if p.ndim <= 1 else "weights"
-        key = (kind, horizons.get(name))
+        key = (kind, horizons.get(name), (lr_scales or {}).get(name, 1.0))
         if key not in groups:
             lr = {"filters": cfg.muon_lr, "norm": cfg.lr * cfg.norm_lr_scale}.get(kind, cfg.lr)
+            lr *= key[2]
             decay = {"filters": 0.0, "norm": cfg.norm_weight_decay}.get(kind, cfg.weight_decay)
             l2 = cfg.norm_l2 if kind == "norm" else cfg.l2
             groups[key] = {"params": [], "kind": kind, "lr": lr, "weight_decay": decay,
-                           "l2": l2, "horizon_epochs": key[1]}
+                           "l2": l2, "horizon_epochs": key[1], "lr_scale": key[2]}
         groups[key]["params"].append(p)
     return list(groups.values())
 
@@ -150,8 +153,12 @@ def muon(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimize
                 nesterov=cfg.nesterov)
 
 
-def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    return OPTIMIZERS.get(cfg.name)(param_groups(model, cfg, muon=cfg.name == "muon"), cfg)
+def create_optimizer(model: nn.Module, cfg: OptimConfig,
+                     lr_scales: dict[str, float] | None = None) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg, muon=cfg.name == "muon", lr_scales=lr_scales)
+    if not groups:
+        raise ValueError("no parameter trains: every parameter of the model is frozen")
+    return OPTIMIZERS.get(cfg.name)(groups, cfg)
 
 
 def l2_penalty(optimizer: torch.optim.Optimizer) -> torch.Tensor | None:

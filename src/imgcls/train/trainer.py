@@ -4,8 +4,10 @@ cross-cutting (checkpoints, early stopping, logs, progress) is a callback."""
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -18,8 +20,11 @@ from imgcls.config import Config, ConfigError
 from imgcls.data import DataSplits, ImageSet
 from imgcls.data.loader import BatchLoader, epoch_seed
 from imgcls.models import build_model
+from imgcls.models.parts import frozen_norms, head_name, stage_depths, trainable_parameters
+from imgcls.models.pretrained import LoadReport, Preprocess, load_pretrained, run_preprocess
 from imgcls.models.profile import count_parameters, forward_gflops
 from imgcls.tracking.run import Run, environment
+from imgcls.train import distributed
 from imgcls.train.callbacks import (
     EMA,
     Callback,
@@ -31,6 +36,7 @@ from imgcls.train.callbacks import (
     TensorBoard,
 )
 from imgcls.train.evaluate import evaluate
+from imgcls.train.features import FeatureLoader, extract_features
 from imgcls.train.optim import SAM, create_optimizer, frozen_norm_stats, l2_penalty
 from imgcls.train.schedule import create_scheduler
 
@@ -62,45 +68,54 @@ class Trainer:
                  callbacks: Sequence[Callback] = ()):
         self.cfg, self.run, self.data = cfg, run, data
         t = cfg.train
-        if t.threads:
-            torch.set_num_threads(t.threads)
+        self.world = distributed.world()
+        if t.batch_size % self.world.size:
+            raise ConfigError(f"train.batch_size = {t.batch_size} does not split evenly over "
+                              f"{self.world.size} processes; use a multiple of {self.world.size}")
+        if t.threads or self.world.active:  # processes on one machine share its cores
+            torch.set_num_threads(t.threads or max(1, (os.cpu_count() or 1)
+                                                   // self.world.local_size))
         torch.use_deterministic_algorithms(t.deterministic)
         self.device = resolve_device(t.device)
         if t.amp == "fp16" and self.device.type != "cuda":
             raise ConfigError("train.amp = 'fp16' needs CUDA; on the CPU use 'bf16' or 'none'")
-        if t.amp == "fp16" and cfg.optim.sam:
-            raise ConfigError("optim.sam with train.amp = 'fp16' is not supported (loss "
-                              "scaling would scale SAM's ascent step); use 'bf16' or 'none'")
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
 
-        self.mean, self.std = channel_stats(data.train)
+        torch.manual_seed(cfg.seed)  # the seed fixes the initialization
+        self.model, self.pretrained, weights = self._build_model()
+        m = cfg.model
+        data_mean, data_std = channel_stats(data.train)
+        self.mean = torch.tensor(m.mean or weights.mean or data_mean.tolist())
+        self.std = torch.tensor(m.std or weights.std or data_std.tolist())
+        self.input_size = m.input_size or weights.input_size or data.image_size
+        interpolation = m.interpolation or weights.interpolation
+        self.interpolation = interpolation if interpolation == "bicubic" else "bilinear"
         common = dict(mean=self.mean, std=self.std, device=self.device,
-                      channels_last=t.channels_last, in_memory=cfg.data.in_memory)
+                      channels_last=t.channels_last, in_memory=cfg.data.in_memory,
+                      size=self.input_size, interpolation=self.interpolation)
         mix = cfg.augment.mix
         self.train_loader = BatchLoader(
             data.train, t.batch_size, shuffle=True, drop_last=len(data.train) > t.batch_size,
             augment=create_augment(cfg.augment), seed=cfg.seed,
-            mix=Mixer(mix, len(data.classes)) if mix.enabled else None, **common)
+            mix=Mixer(mix, len(data.classes)) if mix.enabled else None,
+            shard=(self.world.rank, self.world.size), **common)
         self.val_loader = (BatchLoader(data.val, t.eval_batch_size, **common)
                            if data.val is not None else None)
         self.test_loader = BatchLoader(data.test, t.eval_batch_size, **common)
 
-        torch.manual_seed(cfg.seed)  # the seed fixes the initialization
-        self.model = build_model(cfg.model, len(data.classes), data.image_size).to(self.device)
+        self.model = self.model.to(self.device)
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self._check_sizes(t.image_sizes)
-        self.optimizer = create_optimizer(self.model, cfg.optim)
-        sam = cfg.optim.sam
-        self.sam = SAM(self.optimizer, sam.rho, sam.adaptive) if sam else None
+        self.own_frozen = {n for n, p in self.model.named_parameters() if not p.requires_grad}
+        self.cache_seconds: dict[int, float] = {}  # stage -> seconds spent caching features
         plateau = cfg.schedule.plateau
         self.plateau = (ReduceLROnPlateau(monitored(plateau.monitor, self.has_val), plateau.mode,
                                           plateau.factor, plateau.patience, plateau.cooldown,
                                           plateau.min_lr, plateau.min_delta)
                         if cfg.schedule.name == "plateau" else None)
-        self.scheduler = create_scheduler(self.optimizer, cfg.schedule, len(self.train_loader),
-                                          t.epochs, self.plateau and (lambda: self.plateau.scale))
+        self.begin_stage(0)
         self.ema = EMA(self.model, t.ema.decay, t.ema.warmup) if t.ema else None
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing,
                                            reduction=t.loss_reduction)
@@ -112,10 +127,109 @@ class Trainer:
         self.images_seen = 0
         self.stop_reason: str | None = None
 
+    def _build_model(self) -> tuple[nn.Module, LoadReport | None, Preprocess]:
+        """The config's model, with its pretrained weights when asked for."""
+        m, classes = self.cfg.model, self.data.classes
+        size = m.input_size or run_preprocess(m.pretrained).input_size or self.data.image_size
+        model = build_model(m, len(classes), size)
+        if not m.pretrained:
+            return model, None, Preprocess()
+        report, weights = load_pretrained(model, m.pretrained, m.name, classes)
+        if self.is_main:
+            print(report.summary())
+            self.run.write_json("pretrained.json", report.as_dict())
+        return model, report, weights
+
+    # -- stages -----------------------------------------------------------------------------
+    def stage_at(self, epoch: int) -> int:
+        """The stage that epoch `epoch` (0-based) belongs to."""
+        end = 0
+        for index, stage in enumerate(self.cfg.stages):
+            end += stage.epochs
+            if epoch < end:
+                return index
+        return max(len(self.cfg.stages) - 1, 0)
+
+    def begin_stage(self, index: int) -> None:
+        """Make the stage's parameters trainable (the rest frozen, their BatchNorms in
+        inference mode) and give it a fresh optimizer and lr schedule over its epochs."""
+        cfg = self.cfg
+        stage = cfg.stages[index] if cfg.stages else None
+        optim_cfg, schedule_cfg = cfg.stage_settings(index) if stage else (cfg.optim,
+                                                                            cfg.schedule)
+        if self.cfg.train.amp == "fp16" and optim_cfg.sam:
+            raise ConfigError("optim.sam with train.amp = 'fp16' is not supported (loss "
+                              "scaling would scale SAM's ascent step); use 'bf16' or 'none'")
+        names = [n for n, _ in self.model.named_parameters()]
+        trainable = (trainable_parameters(self.model, stage.train, stage.fine_tune_at,
+                                          stage.last_stages) if stage else set(names))
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(name in trainable and name not in self.own_frozen)
+        self.frozen_norms = frozen_norms(self.model, trainable) if stage else []
+        lr_scales = ({n: stage.layer_lr_decay ** depth
+                      for n, depth in stage_depths(self.model).items()}
+                     if stage and stage.layer_lr_decay else None)
+        self.optimizer = create_optimizer(self.model, optim_cfg, lr_scales)
+        sam = optim_cfg.sam
+        self.sam = SAM(self.optimizer, sam.rho, sam.adaptive) if sam else None
+        epochs = stage.epochs if stage else cfg.train.epochs
+        self.scheduler = create_scheduler(self.optimizer, schedule_cfg, len(self.train_loader),
+                                          epochs, self.plateau and (lambda: self.plateau.scale))
+        self.stage_index = index
+        self.net = self._replicated(self.model)  # what training batches go through
+        self.cached: tuple[FeatureLoader, FeatureLoader | None] | None = None
+        self.use_cache = bool(stage) and stage.train == "head" and (
+            stage.cache_features == "on" or stage.cache_features == "auto"
+            and not cfg.augment.ops and not cfg.augment.mix.enabled)
+
+    def batches(self, val: bool = False) -> tuple[BatchLoader | FeatureLoader | None, nn.Module]:
+        """The stage's training (or validation) batches and the module they go through: images
+        and the model, or cached features and the head."""
+        if self.use_cache and self.cached is None:
+            self.cached = self._cache_features()
+            self.net = self._replicated(self.model.get_submodule(head_name(self.model)))
+        if not val:
+            return (self.cached[0] if self.use_cache else self.train_loader), self.net
+        model = self.eval_model
+        return ((self.cached[1], model.get_submodule(head_name(model))) if self.use_cache
+                else (self.val_loader, model))
+
+    def _replicated(self, module: nn.Module) -> nn.Module:
+        """`module` in DistributedDataParallel when several processes train (it averages
+        the gradients across them during backward), else itself."""
+        if not self.world.active:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(module)
+
+    @property
+    def is_main(self) -> bool:
+        """The process that writes the run folder (rank 0; the only one when alone)."""
+        return self.world.is_main
+
+    def _cache_features(self) -> tuple[FeatureLoader, FeatureLoader | None]:
+        start = time.perf_counter()
+        t, head = self.cfg.train, self.model.get_submodule(head_name(self.model))
+        plain = BatchLoader(self.data.train, t.eval_batch_size, self.mean, self.std,
+                            self.device, channels_last=t.channels_last,
+                            size=self.input_size, interpolation=self.interpolation)
+        train = FeatureLoader(*extract_features(self.model, head, plain, self.amp_dtype),
+                              t.batch_size, shuffle=True, drop_last=self.train_loader.drop_last,
+                              seed=self.cfg.seed, shard=self.train_loader.shard)
+        val = (FeatureLoader(*extract_features(self.model, head, self.val_loader,
+                                               self.amp_dtype), t.eval_batch_size)
+               if self.val_loader is not None else None)
+        self.cache_seconds[self.stage_index] = time.perf_counter() - start
+        if self.is_main:
+            print(f"cached the frozen backbone's features in "
+                  f"{self.cache_seconds[self.stage_index]:.1f} s")
+        return train, val
+
     @torch.no_grad()
     def _check_sizes(self, sizes: list[int]) -> None:
         """Progressive resizing needs a model that takes every size: fail before training."""
-        for size in sorted(set(sizes) - {self.data.image_size}):
+        for size in sorted(set(sizes) - {self.input_size}):
             try:
                 self.model.eval()(torch.zeros(2, 3, size, size, device=self.device))
             except RuntimeError as exc:
@@ -147,18 +261,21 @@ class Trainer:
 
     # -- the step ---------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
+        loader, _ = self.batches()
         self.model.train()
+        for norm in self.frozen_norms:  # the frozen part keeps its statistics
+            norm.eval()
         torch.manual_seed(epoch_seed(self.cfg.seed, epoch, 2))  # dropout & co. per epoch
         size = self.train_size(epoch)
         loss_sum = torch.zeros((), device=self.device)
         hits = torch.zeros((), device=self.device)
         seen = 0
         start = time.perf_counter()
-        for step, (x, y) in enumerate(self.train_loader.epoch(epoch)):
-            if size != x.shape[-1]:  # progressive resizing
+        for step, (x, y) in enumerate(loader.epoch(epoch)):
+            if x.ndim == 4 and size != x.shape[-1]:  # progressive resizing
                 x = self.shrink(x, size)
             batch_loss, batch_hits = self.train_step(x, y)
-            if not math.isfinite(batch_loss.item()):
+            if not self.all_finite(batch_loss):
                 raise TrainingDiverged(
                     f"epoch {epoch + 1}, step {step + 1}: training loss is {batch_loss.item()} "
                     f"(lr {self.main_group()['lr']:.4g}); stopped. The last good checkpoint "
@@ -169,6 +286,13 @@ class Trainer:
             seen += len(y)
             for cb in self.callbacks:
                 cb.on_batch_end(self, seen)
+        if self.world.active:  # the epoch's figures over all processes' shares
+            totals = torch.stack([loss_sum, hits, torch.tensor(float(seen))]).to(self.device)
+            torch.distributed.all_reduce(totals)
+            loss_sum, hits, seen = totals[0], totals[1], int(totals[2].item())
+            distributed.sync_buffers(self.model)
+            if self.ema:
+                distributed.sync_buffers(self.ema.model)
         seconds = time.perf_counter() - start
         self.train_seconds += seconds
         self.images_seen += seen
@@ -207,13 +331,18 @@ class Trainer:
         micro = self.cfg.train.micro_batch_size or len(y)
         loss_sum = torch.zeros((), device=self.device)
         hits = torch.zeros((), device=self.device)
-        for xs, ys in zip(x.split(micro), y.split(micro), strict=True):
-            with torch.autocast(self.device.type, dtype=self.amp_dtype,
-                                enabled=self.amp_dtype is not None):
-                logits = self.model(xs)
-                loss = self.loss_fn(logits, ys)
-            weight = 1.0 if summed else len(ys) / len(y)  # gradient of the whole batch
-            self.scaler.scale(loss * weight).backward()
+        chunks = list(zip(x.split(micro), y.split(micro), strict=True))
+        for i, (xs, ys) in enumerate(chunks):
+            # data-parallel: average gradients across processes once, after the last chunk
+            last = i == len(chunks) - 1
+            with nullcontext() if last or not self.world.active else self.net.no_sync():
+                with torch.autocast(self.device.type, dtype=self.amp_dtype,
+                                    enabled=self.amp_dtype is not None):
+                    logits = self.net(xs)
+                    loss = self.loss_fn(logits, ys)
+                # the gradient of the whole (global) batch: a summed loss undoes DDP's mean
+                weight = self.world.size if summed else len(ys) / len(y)
+                self.scaler.scale(loss * weight).backward()
             loss_sum += loss.detach() if summed else loss.detach() * len(ys)
             hits += target_hits(logits, ys)
         penalty = l2_penalty(self.optimizer)
@@ -228,10 +357,15 @@ class Trainer:
             cb.on_fit_start(self)
         self.startup_seconds = self.data.seconds + time.perf_counter() - self.started
         for epoch in range(self.epoch, self.cfg.train.epochs):
+            if self.stage_at(epoch) != self.stage_index:
+                self.begin_stage(self.stage_at(epoch))
             lr = self.main_group()["lr"]
             metrics: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch), "lr": lr}
+            if self.cfg.stages:
+                metrics["stage"] = self.stage_index + 1
             if self.val_loader is not None:
-                val = evaluate(self.eval_model, self.val_loader, amp_dtype=self.amp_dtype)
+                batches, net = self.batches(val=True)
+                val = evaluate(net, batches, amp_dtype=self.amp_dtype)
                 metrics.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
             self.epoch = epoch + 1
             for cb in self.callbacks:
@@ -250,29 +384,51 @@ class Trainer:
 
     def train_size(self, epoch: int) -> int:
         sizes = self.cfg.train.image_sizes
-        return sizes[min(epoch, len(sizes) - 1)] if sizes else self.data.image_size
+        return sizes[min(epoch, len(sizes) - 1)] if sizes else self.input_size
 
     def main_group(self) -> dict[str, Any]:
-        """The param group whose lr is logged: weights on the run's full schedule."""
-        groups = [g for g in self.optimizer.param_groups if g.get("horizon_epochs") is None]
+        """The param group whose lr is logged: weights on the run's full schedule, at the
+        stage's own lr (the head's, with discriminative learning rates)."""
+        groups = [g for g in self.optimizer.param_groups
+                  if g.get("horizon_epochs") is None and g.get("lr_scale", 1.0) == 1.0]
         return next((g for g in groups if g.get("kind") == "weights"), groups[0])
+
+    def stage_times(self, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each stage's epochs and training seconds (with its feature caching, if any)."""
+        return [{"name": stage.name or f"stage {i + 1}", "epochs": stage.epochs,
+                 "train_seconds": sum(m["seconds"] for m in history if m.get("stage") == i + 1)
+                 + self.cache_seconds.get(i, 0.0)}
+                for i, stage in enumerate(self.cfg.stages)]
+
+    def all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the step's loss is finite in every process (so all stop together)."""
+        if self.world.active:
+            flag = torch.tensor(float(math.isfinite(loss.item())), device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            return bool(flag.item())
+        return math.isfinite(loss.item())
 
     def init_from_data(self, count: int = 5000) -> None:
         """Data-dependent initialization (fastnet's whitening) from the first `count`
-        training images, normalized and unaugmented; once, before the first epoch."""
-        if self.epoch == 0 and hasattr(self.model, "init_from_data"):
+        training images, normalized and unaugmented; once, before the first epoch, and never
+        over pretrained weights."""
+        if self.epoch == 0 and not self.cfg.model.pretrained and hasattr(self.model,
+                                                                         "init_from_data"):
             loader = self.train_loader
             ids = torch.arange(min(count, len(loader.labels)))
             self.model.init_from_data(loader.normalize(loader.gather(ids)))
 
     def finish(self) -> dict[str, Any]:
         """Test the best checkpoint (or the final weights) once; the summary of the run."""
+        distributed.barrier()  # rank 0 has written best.pt
         best = self.run.checkpoints / "best.pt"
         if best.is_file():
             state = torch.load(best, map_location=self.device, weights_only=True)
             self.eval_model.load_state_dict(state["model"])
         tta = self.cfg.train.tta
+        start = time.perf_counter()
         test = evaluate(self.eval_model, self.test_loader, tta, self.amp_dtype)
+        test_seconds = time.perf_counter() - start
         history = self.run.metrics()
         val_acc = [m["val_accuracy"] for m in history if "val_accuracy" in m]
         checkpoint = next(cb for cb in self.callbacks if isinstance(cb, Checkpoint))
@@ -286,7 +442,9 @@ class Trainer:
             "wall_seconds": self.wall_seconds(), "train_seconds": self.train_seconds,
             "train_images_per_second": self.images_seen / max(self.train_seconds, 1e-9),
             "data_seconds": self.data.seconds, "startup_seconds": self.startup_seconds,
+            "test_seconds": test_seconds,
             "ema": self.ema is not None,
+            **({"stages": self.stage_times(history)} if self.cfg.stages else {}),
             "num_parameters": sum(count_parameters(self.model)),
             "forward_gflops": forward_gflops(self.model, self.data.image_size),
             "images": {k: sum(v) for k, v in self.data.counts().items()},
@@ -303,12 +461,14 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "epoch": self.epoch, "train_seconds": self.train_seconds,
+                "epoch": self.epoch, "stage": self.stage_index,
+                "train_seconds": self.train_seconds,
                 "images_seen": self.images_seen, "wall_seconds": self.wall_seconds(),
                 "callbacks": [cb.state_dict() for cb in self.callbacks]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        self.begin_stage(state.get("stage", 0))  # the optimizer of the stage it was in
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])

@@ -1,0 +1,2 @@
+"""Using trained runs: prediction (`Predictor`, `imgcls.load`) and export (ONNX,
+TorchScript)."""

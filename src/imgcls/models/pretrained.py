@@ -1,0 +1,195 @@
+"""Pretrained weights for transfer learning, and the preprocessing that belongs to them.
+
+`model.pretrained` is `true` (timm's hub weights for a `timm:` model, downloaded once into
+the Hugging Face cache), or a path: a state dict (`.pt`, `.pth`, `.bin`; loaded with
+`weights_only=True`), a `.safetensors` file, an imgcls checkpoint, or an imgcls run folder
+(its best.pt). Every tensor of the model is either loaded or, for the classifier head
+only, newly initialized; anything else is an error, so a typo never trains from scratch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from imgcls.models.parts import head_name
+
+STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+IMAGENET_HINT = ("download the weights on a machine that is online (e.g. `timm.create_model"
+                 "(NAME, pretrained=True)` and `torch.save(model.state_dict(), 'NAME.pth')`, "
+                 "or the hub's model.safetensors) and set model.pretrained: /path/to/that file")
+
+
+class PretrainedError(ValueError):
+    pass
+
+
+@dataclass
+class Preprocess:
+    """What the weights were trained on; None where the weights do not say."""
+
+    input_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    interpolation: str | None = None
+    classes: list[str] | None = None
+
+
+@dataclass
+class LoadReport:
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)  # initialized fresh (the head)
+    skipped: list[str] = field(default_factory=list)  # in the file, unused
+
+    def summary(self) -> str:
+        text = (f"pretrained weights from {self.source}: {len(self.loaded)} tensors loaded, "
+                f"{len(self.new)} new ({', '.join(self.new) or 'none'}), "
+                f"{len(self.skipped)} skipped")
+        return text + (f" ({', '.join(self.skipped[:6])}{', ...' if len(self.skipped) > 6 else ''})"
+                       if self.skipped else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "loaded": self.loaded, "new": self.new,
+                "skipped": self.skipped}
+
+
+def timm_preprocess(model: nn.Module) -> Preprocess:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = cfg.get("input_size")
+    return Preprocess(size[-1] if size else None, cfg.get("mean"), cfg.get("std"),
+                      cfg.get("interpolation"))
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], Preprocess]:
+    """The state dict in `path`, and the preprocessing an imgcls run folder records."""
+    path = Path(path)
+    if path.is_dir():
+        return _read_run(path)
+    if not path.is_file():
+        raise PretrainedError(f"model.pretrained = {str(path)!r}: no such file or folder; "
+                              f"expected a state dict ({', '.join(STATE_DICT_SUFFIXES)}) or an "
+                              "imgcls run folder")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path), Preprocess()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise PretrainedError(f"model.pretrained = {str(path)!r}: not a loadable state dict "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    return _unwrap(state, path), Preprocess()
+
+
+def run_preprocess(pretrained: bool | str) -> Preprocess:
+    """The preprocessing an imgcls run folder recorded (preprocess.json); empty otherwise."""
+    import json
+
+    pre_file = Path(str(pretrained)) / "preprocess.json"
+    if not isinstance(pretrained, str) or not pre_file.is_file():
+        return Preprocess()
+    pre = json.loads(pre_file.read_text())
+    return Preprocess(pre.get("input_size") or pre.get("image_size"),
+                      tuple(pre["mean"]) if "mean" in pre else None,
+                      tuple(pre["std"]) if "std" in pre else None,
+                      pre.get("interpolation"), pre.get("classes"))
+
+
+def _read_run(folder: Path) -> tuple[dict[str, torch.Tensor], Preprocess]:
+    checkpoint = folder / "checkpoints" / "best.pt"
+    if not checkpoint.is_file():
+        raise PretrainedError(f"model.pretrained = {str(folder)!r}: a folder, but not an imgcls "
+                              f"run with {checkpoint.relative_to(folder)}")
+    state = _unwrap(torch.load(checkpoint, map_location="cpu", weights_only=True), checkpoint)
+    return state, run_preprocess(str(folder))
+
+
+def _unwrap(state: Any, path: Path) -> dict[str, torch.Tensor]:
+    """A bare state dict from imgcls checkpoints ({'model': ...}), training checkpoints
+    ({'state_dict': ...}) and DDP-saved ones ('module.' prefixes)."""
+    for key in ("model", "state_dict", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise PretrainedError(f"{path}: not a state dict (a mapping of tensor names to tensors)")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str,
+                     keep_head: bool = False) -> LoadReport:
+    """Load every matching tensor; the head is replaced (new) unless `keep_head` and its
+    shape fits. Anything else missing or misshapen is an error naming the tensor."""
+    head = head_name(model)
+    own = model.state_dict()
+    report = LoadReport(source)
+    loadable = {}
+    problems = []
+    for name, tensor in own.items():
+        in_head = name.startswith(head + ".")
+        theirs = state.get(name)
+        if in_head and not (keep_head and theirs is not None and theirs.shape == tensor.shape):
+            report.new.append(name)
+        elif theirs is None:
+            if not name.endswith("num_batches_tracked"):
+                problems.append(f"{name} is missing")
+        elif theirs.shape != tensor.shape:
+            problems.append(f"{name} has shape {tuple(theirs.shape)} in the file, "
+                            f"{tuple(tensor.shape)} in the model")
+        else:
+            loadable[name] = theirs
+            report.loaded.append(name)
+    report.skipped = [k for k in state if k not in loadable]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more"
+                                           if len(problems) > 5 else "")
+        raise PretrainedError(f"model.pretrained = {source!r} does not fit "
+                              f"{type(model).__name__}: {shown}. Is it the same architecture "
+                              "(model.name, model.args)?")
+    model.load_state_dict(loadable, strict=False)  # the head keeps its fresh initialization
+    return report
+
+
+def load_pretrained(model: nn.Module, pretrained: bool | str, model_name: str,
+                    classes: list[str]) -> tuple[LoadReport, Preprocess]:
+    """Put the pretrained weights into `model` (built for `classes`)."""
+    if pretrained is True:
+        return _load_from_hub(model, model_name, len(classes))
+    state, pre = read_weights(pretrained)
+    if pre.input_size is None:
+        pre = timm_preprocess(model) if model_name.startswith("timm:") else pre
+    # the head carries over only from a run trained on exactly these classes
+    report = apply_state_dict(model, state, str(pretrained), keep_head=pre.classes == classes)
+    return report, pre
+
+
+def _load_from_hub(model: nn.Module, model_name: str,
+                   num_classes: int) -> tuple[LoadReport, Preprocess]:
+    if not model_name.startswith("timm:"):
+        raise PretrainedError(f"model.pretrained: true downloads timm's weights, but "
+                              f"{model_name!r} is not a timm: model; give a file or an "
+                              "imgcls run folder instead")
+    from timm.models import load_pretrained as timm_load
+
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    where = cfg.get("hf_hub_id") or cfg.get("url")
+    if not where:
+        raise PretrainedError(f"{model_name} has no pretrained weights in timm; list those "
+                              f"that do with `imgcls models 'timm:*' --pretrained`")
+    try:
+        timm_load(model, num_classes=num_classes)
+    except Exception as exc:  # noqa: BLE001 - offline, proxy, hub errors all end here
+        raise PretrainedError(
+            f"model.pretrained: could not fetch the weights of {model_name} from {where} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). Offline? "
+            + IMAGENET_HINT.replace("NAME", model_name.removeprefix("timm:"))) from None
+    head = head_name(model)
+    new = [k for k in model.state_dict() if k.startswith(head + ".")]  # timm drops its head
+    loaded = [k for k in model.state_dict() if k not in new]
+    return LoadReport(f"hub {where}", loaded, new, []), timm_preprocess(model)
