@@ -42,22 +42,22 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--results", default="benchmarks/results/feature_cache.txt")
     args = parser.parse_args()
-    results: dict[str, list[dict]] = {"off": [], "on": []}
+    results: dict[str, list[dict]] = {"false": [], "true": []}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            for cache in ("off", "on"):
+            for cache in ("false", "true"):
                 results[cache].append(head_stage(cache, args.epochs, seed, args.config,
                                                  Path(tmp)))
     lines = [f"# {datetime.now():%Y-%m-%d %H:%M} {args.config} head-only stage, "
              f"{args.epochs} epochs, seeds {args.seeds}; torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads"]
-    for cache, label in (("off", "through_backbone"), ("on", "cached_features")):
+    for cache, label in (("false", "through_backbone"), ("true", "cached_features")):
         seconds = statistics.median(r["seconds"] for r in results[cache])
         accuracy = statistics.mean(r["accuracy"] for r in results[cache])
         lines += [f"{label}_median_seconds {seconds:.2f}", f"{label}_mean_test_accuracy "
                   f"{accuracy:.4f}"]
-    speedup = (statistics.median(r["seconds"] for r in results["off"])
-               / statistics.median(r["seconds"] for r in results["on"]))
+    speedup = (statistics.median(r["seconds"] for r in results["false"])
+               / statistics.median(r["seconds"] for r in results["true"]))
     lines.append(f"speedup {speedup:.1f}")
     print("\n".join(lines))
     with open(args.results, "a") as f:

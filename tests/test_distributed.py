@@ -36,12 +36,30 @@ def config(folder):
                        train={"epochs": 3, "batch_size": 16, "micro_batch_size": 4})
 
 
-def worker(rank: int, world: int, port: int, folder: str, run_dir: str, out: str) -> None:
+class StopInEpoch(Callback):
+    """Ctrl-C in every process during epoch `epoch` (1-based), after its first step."""
+
+    def __init__(self, epoch: int | None):
+        self.epoch = epoch
+
+    def on_batch_end(self, trainer, images):
+        if self.epoch is not None and trainer.epoch == self.epoch - 1:
+            raise KeyboardInterrupt
+
+
+def worker(rank: int, world: int, port: int, folder: str, run_dir: str, out: str,
+           stop_in: int | None = None, resume: bool = False) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       LOCAL_WORLD_SIZE=str(world))
+    callbacks = [SaveFinalWeights(out), StopInEpoch(stop_in)]
     try:
-        train(config(folder), run_dir, callbacks=[SaveFinalWeights(out)])
+        if resume:
+            train(resume=run_dir, callbacks=callbacks)
+        else:
+            train(config(folder), run_dir, callbacks=callbacks)
+    except KeyboardInterrupt:
+        pass
     finally:
         distributed.teardown()
 
@@ -78,3 +96,15 @@ def test_two_processes_train_one_run(folder, tmp_path):
     ddp = __import__("json").loads(summary)
     assert ddp["test_accuracy"] >= 0.8 and alone["test_accuracy"] >= 0.8
     assert abs(ddp["test_accuracy"] - alone["test_accuracy"]) <= 0.15
+
+    # interrupted in epoch 3 and resumed on two processes: the uninterrupted run's weights
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    mp.spawn(worker, args=(2, free_port(), str(folder), str(runs / "cut"), str(resumed), 3),
+             nprocs=2, join=True)
+    assert not (runs / "cut" / "summary.json").exists()
+    mp.spawn(worker, args=(2, free_port(), str(folder), str(runs / "cut"), str(resumed), None,
+                           True), nprocs=2, join=True)
+    c = torch.load(resumed / "rank0.pt", weights_only=True)
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    assert len((runs / "cut" / "metrics.jsonl").read_text().splitlines()) == 3

@@ -221,8 +221,8 @@ def test_cached_features_train_the_head_like_the_frozen_backbone(other_folder, s
                       augment={"ops": []}, train={"epochs": 3},
                       stages=[{"epochs": 3, "train": "head", "cache_features": cache}])
 
-    _, through = train(head_only("off"), tmp_path / "through")
-    run, cached = train(head_only("on"), tmp_path / "cached")
+    _, through = train(head_only(False), tmp_path / "through")
+    run, cached = train(head_only(True), tmp_path / "cached")
     assert cached["test_accuracy"] == pytest.approx(through["test_accuracy"], abs=1e-9)
     assert cached["test_loss"] == pytest.approx(through["test_loss"], rel=1e-4)
     a = torch.load(tmp_path / "through/checkpoints/last.pt", weights_only=True)["model"]
@@ -261,7 +261,8 @@ def test_input_size_and_normalization_come_from_the_weights(folder, tmp_path):
     ({"epochs": 1, "train": "head", "last_stages": 2}, "exactly one of train"),
     ({"epochs": 1, "train": "head", "optim": {"lr": -1}}, r"stages\[0\].*optim.lr"),
     ({"epochs": 1, "train": "head", "optim": {"lrr": 1}}, r"stages\[0\].*optim.lrr"),
-    ({"epochs": 1, "train": "all", "cache_features": "on"}, "cache_features: on needs"),
+    ({"epochs": 1, "train": "all", "cache_features": True}, "cache_features: true needs"),
+    ({"epochs": 1, "train": "head", "cache_features": "sometimes"}, "cache_features"),
 ])
 def test_stage_config_errors(folder, stage, message):
     with pytest.raises(ConfigError, match=message):

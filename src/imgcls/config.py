@@ -289,9 +289,9 @@ class StageConfig(Strict):
     optim: dict[str, Any] = Field(default_factory=dict)  # keys of `optim` to change
     schedule: dict[str, Any] = Field(default_factory=dict)  # keys of `schedule` to change
     # head-only stages: compute the frozen backbone's features once and train the head on
-    # them. auto: when the run has no augmentation; on: always (this stage then sees the
-    # images unaugmented, later stages augment them as configured)
-    cache_features: Literal["auto", "on", "off"] = "auto"
+    # them. auto: when the run has no augmentation; true: always (this stage then sees the
+    # images unaugmented, later stages augment them as configured); false: never
+    cache_features: Literal["auto"] | bool = "auto"
 
     @model_validator(mode="after")
     def _one_choice(self) -> StageConfig:
@@ -300,8 +300,8 @@ class StageConfig(Strict):
         if len(given) != 1:
             raise ValueError("say what trains with exactly one of train (head | all), "
                              f"fine_tune_at or last_stages; got {given or 'none'}")
-        if self.cache_features == "on" and self.train != "head":
-            raise ValueError("cache_features: on needs train: head (a frozen backbone)")
+        if self.cache_features is True and self.train != "head":
+            raise ValueError("cache_features: true needs train: head (a frozen backbone)")
         return self
 
 

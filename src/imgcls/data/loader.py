@@ -33,7 +33,33 @@ def fits_in_memory(nbytes: int, share: float = 0.5) -> bool:
     return nbytes <= share * available
 
 
-class BatchLoader:
+class Batches:
+    """An epoch's batch order, shared by image batches and cached-feature batches: a
+    shuffle drawn from (seed, epoch), so a resumed or cached run sees the same order."""
+
+    def __init__(self, labels: torch.Tensor, batch_size: int, shuffle: bool, drop_last: bool,
+                 seed: int, shard: tuple[int, int]):
+        self.labels, self.batch_size = labels, batch_size
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        # data-parallel training: (rank, world size). Every process draws the same global
+        # batch and keeps its share (`take_shard`), so N processes do one process's step
+        self.shard = shard
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def order(self, epoch: int) -> tuple[torch.Generator, list[torch.Tensor]]:
+        """The epoch's generator (augmentation draws from it next) and its batches' ids."""
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 1))
+        n = len(self.labels)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.labels.device)
+        return generator, [order[b * self.batch_size:(b + 1) * self.batch_size]
+                           for b in range(len(self))]
+
+
+class BatchLoader(Batches):
     def __init__(self, data: ImageSet, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
                  device: torch.device, *, shuffle: bool = False, drop_last: bool = False,
                  augment: Sequence[AugmentOp] = (), mix: Mixer | None = None, seed: int = 0,
@@ -46,12 +72,10 @@ class BatchLoader:
         # streamed: the memory map stays, and batches are read from it
         self.images = (torch.from_numpy(np.require(data.images, requirements=["C", "W"]))
                        .to(device) if in_memory else data.images)
-        self.labels = torch.from_numpy(np.asarray(data.labels)).to(device)
+        super().__init__(torch.from_numpy(np.asarray(data.labels)).to(device), batch_size,
+                         shuffle, drop_last, seed, shard)
         self.device = device
-        self.batch_size = batch_size
-        self.shuffle, self.drop_last = shuffle, drop_last
         self.augment, self.mix = list(augment), mix
-        self.seed = seed
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # normalize as one fused multiply-add on the uint8 values
         self.scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(device)
@@ -60,13 +84,6 @@ class BatchLoader:
         # fly on the device, after augmentation: cheap ops at the small size)
         self.size = size if size != data.images.shape[1] else None
         self.interpolation = interpolation
-        # data-parallel training: (rank, world size). Every process draws and augments the
-        # same global batch and keeps its share, so N processes do one process's step
-        self.shard = shard
-
-    def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     @property
     def num_images(self) -> int:
@@ -92,14 +109,10 @@ class BatchLoader:
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(images, targets) batches; targets are class indices, or class probabilities
         when MixUp/CutMix mixes labels."""
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 1))
-        n = len(self.labels)
-        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        order = order.to(self.labels.device)
-        for b in range(len(self)):
-            ids = order[b * self.batch_size:(b + 1) * self.batch_size]
+        generator, batches = self.order(epoch)
+        for ids in batches:
             batch = self.gather(ids)
-            ctx = AugmentContext(ids, n, epoch, generator, self.seed)
+            ctx = AugmentContext(ids, len(self.labels), epoch, generator, self.seed)
             for op in self.augment:
                 batch = op(batch, ctx)
             x, y = self.normalize(batch), self.labels[ids]

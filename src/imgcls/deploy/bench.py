@@ -39,7 +39,7 @@ def inference_speed(run_dir: str | Path, predictor: Predictor, images: list[str]
     else:
         rng = np.random.default_rng(0)
         size = predictor.image_size
-        pixels = rng.integers(0, 256, (4 * batch_size, size, size, 3), dtype=np.uint8)
+        pixels = rng.integers(0, 256, (max(4 * batch_size, 512), size, size, 3), dtype=np.uint8)
     pixels = at_input_size(pixels, predictor.input_size, predictor.resize)
     deployable = Deployable(predictor.model, predictor.mean.tolist(), predictor.std.tolist())
 

@@ -143,7 +143,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None,
         from imgcls.data import load_data
 
         images = load_data(cfg.data).test.images
-    images = np.asarray(images[:verify_images] if verify_images else images)
+    images = np.array(images[:verify_images] if verify_images else images)  # a writable copy
     images = at_input_size(images, input_size, cfg.data.resize)
     start = time.perf_counter()
     export_model(deployable, input_size, fmt, out)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from imgcls.registry import closest
+
 
 class ModelStructureError(ValueError):
     pass
@@ -93,8 +95,6 @@ def trainable_parameters(model: nn.Module, train: str | None = None,
         start = fine_tune_at
         modules = dict(model.named_modules())
         if start not in modules or not any(True for _ in modules[start].parameters()):
-            from imgcls.registry import closest
-
             raise ModelStructureError(
                 f"fine_tune_at = {start!r}: no module with weights of that name"
                 f"{closest(start, [n for n in modules if n], n=3)}; e.g. "

@@ -10,30 +10,21 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from imgcls.data.loader import BatchLoader, epoch_seed, take_shard
+from imgcls.data.loader import Batches, BatchLoader, take_shard
 
 
-class FeatureLoader:
-    """Batches of cached features, shuffled exactly as `BatchLoader` shuffles images."""
+class FeatureLoader(Batches):
+    """Batches of cached features, in the order `BatchLoader` would give the images."""
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
                  shuffle: bool = False, drop_last: bool = False, seed: int = 0,
                  shard: tuple[int, int] = (0, 1)):
-        self.features, self.labels, self.shard = features, labels, shard
-        self.batch_size, self.shuffle, self.drop_last, self.seed = (batch_size, shuffle,
-                                                                    drop_last, seed)
-
-    def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        super().__init__(labels, batch_size, shuffle, drop_last, seed, shard)
+        self.features = features
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 1))
-        n = len(self.labels)
-        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        order = order.to(self.labels.device)
-        for b in range(len(self)):
-            ids = order[b * self.batch_size:(b + 1) * self.batch_size]
+        _, batches = self.order(epoch)
+        for ids in batches:
             yield take_shard(self.features[ids], self.labels[ids], self.shard)
 
 
@@ -58,7 +49,7 @@ def extract_features(model: nn.Module, head: nn.Module, loader: BatchLoader,
             if i == 0 and not torch.allclose(head(batch).float(), logits.float(), rtol=1e-3,
                                              atol=1e-4):
                 raise NotSplittable(f"{type(model).__name__} transforms its head's output; "
-                                    "its features cannot be cached (cache_features: off)")
+                                    "its features cannot be cached (cache_features: false)")
             features.append(batch)
             labels.append(y)
     finally:

@@ -21,7 +21,7 @@ from imgcls.data import DataSplits, ImageSet
 from imgcls.data.loader import BatchLoader, epoch_seed
 from imgcls.models import build_model
 from imgcls.models.parts import frozen_norms, head_name, stage_depths, trainable_parameters
-from imgcls.models.pretrained import LoadReport, Preprocess, load_pretrained, run_preprocess
+from imgcls.models.pretrained import Preprocess, load_pretrained, run_preprocess
 from imgcls.models.profile import count_parameters, forward_gflops
 from imgcls.tracking.run import Run, environment
 from imgcls.train import distributed
@@ -83,27 +83,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
 
         torch.manual_seed(cfg.seed)  # the seed fixes the initialization
-        self.model, self.pretrained, weights = self._build_model()
-        m = cfg.model
-        data_mean, data_std = channel_stats(data.train)
-        self.mean = torch.tensor(m.mean or weights.mean or data_mean.tolist())
-        self.std = torch.tensor(m.std or weights.std or data_std.tolist())
-        self.input_size = m.input_size or weights.input_size or data.image_size
-        interpolation = m.interpolation or weights.interpolation
-        self.interpolation = interpolation if interpolation == "bicubic" else "bilinear"
-        common = dict(mean=self.mean, std=self.std, device=self.device,
-                      channels_last=t.channels_last, in_memory=cfg.data.in_memory,
-                      size=self.input_size, interpolation=self.interpolation)
-        mix = cfg.augment.mix
-        self.train_loader = BatchLoader(
-            data.train, t.batch_size, shuffle=True, drop_last=len(data.train) > t.batch_size,
-            augment=create_augment(cfg.augment), seed=cfg.seed,
-            mix=Mixer(mix, len(data.classes)) if mix.enabled else None,
-            shard=(self.world.rank, self.world.size), **common)
-        self.val_loader = (BatchLoader(data.val, t.eval_batch_size, **common)
-                           if data.val is not None else None)
-        self.test_loader = BatchLoader(data.test, t.eval_batch_size, **common)
-
+        self.model, weights = self._build_model()
+        self._resolve_preprocessing(weights)
+        self.train_loader, self.val_loader, self.test_loader = self._loaders()
         self.model = self.model.to(self.device)
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -127,18 +109,43 @@ class Trainer:
         self.images_seen = 0
         self.stop_reason: str | None = None
 
-    def _build_model(self) -> tuple[nn.Module, LoadReport | None, Preprocess]:
+    def _resolve_preprocessing(self, weights: Preprocess) -> None:
+        """Normalization, input size and resize filter: the config's, else the pretrained
+        weights', else the training data's (mean/std) and size."""
+        m, data = self.cfg.model, self.data
+        data_mean, data_std = channel_stats(data.train)
+        self.mean = torch.tensor(m.mean or weights.mean or data_mean.tolist())
+        self.std = torch.tensor(m.std or weights.std or data_std.tolist())
+        self.input_size = m.input_size or weights.input_size or data.image_size
+        interpolation = m.interpolation or weights.interpolation
+        self.interpolation = interpolation if interpolation == "bicubic" else "bilinear"
+
+    def _loaders(self) -> tuple[BatchLoader, BatchLoader | None, BatchLoader]:
+        t, data, mix = self.cfg.train, self.data, self.cfg.augment.mix
+        common = dict(mean=self.mean, std=self.std, device=self.device,
+                      channels_last=t.channels_last, in_memory=self.cfg.data.in_memory,
+                      size=self.input_size, interpolation=self.interpolation)
+        train = BatchLoader(
+            data.train, t.batch_size, shuffle=True, drop_last=len(data.train) > t.batch_size,
+            augment=create_augment(self.cfg.augment), seed=self.cfg.seed,
+            mix=Mixer(mix, len(data.classes)) if mix.enabled else None,
+            shard=(self.world.rank, self.world.size), **common)
+        val = (BatchLoader(data.val, t.eval_batch_size, **common)
+               if data.val is not None else None)
+        return train, val, BatchLoader(data.test, t.eval_batch_size, **common)
+
+    def _build_model(self) -> tuple[nn.Module, Preprocess]:
         """The config's model, with its pretrained weights when asked for."""
         m, classes = self.cfg.model, self.data.classes
         size = m.input_size or run_preprocess(m.pretrained).input_size or self.data.image_size
         model = build_model(m, len(classes), size)
         if not m.pretrained:
-            return model, None, Preprocess()
+            return model, Preprocess()
         report, weights = load_pretrained(model, m.pretrained, m.name, classes)
         if self.is_main:
             print(report.summary())
             self.run.write_json("pretrained.json", report.as_dict())
-        return model, report, weights
+        return model, weights
 
     # -- stages -----------------------------------------------------------------------------
     def stage_at(self, epoch: int) -> int:
@@ -179,7 +186,7 @@ class Trainer:
         self.net = self._replicated(self.model)  # what training batches go through
         self.cached: tuple[FeatureLoader, FeatureLoader | None] | None = None
         self.use_cache = bool(stage) and stage.train == "head" and (
-            stage.cache_features == "on" or stage.cache_features == "auto"
+            stage.cache_features is True or stage.cache_features == "auto"
             and not cfg.augment.ops and not cfg.augment.mix.enabled)
 
     def batches(self, val: bool = False) -> tuple[BatchLoader | FeatureLoader | None, nn.Module]:
