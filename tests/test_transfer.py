@@ -273,3 +273,18 @@ def test_epochs_follow_the_stages(folder):
     with pytest.raises(ConfigError, match="stages add up to 3 epochs"):
         config(folder, train={"epochs": 5},
                stages=[{"epochs": 1, "train": "head"}, {"epochs": 2, "train": "all"}])
+
+
+def test_models_layers_numbers_what_fine_tune_at_counts():
+    from typer.testing import CliRunner
+
+    from imgcls.cli import app
+
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["models", "timm:resnet10t",
+                                                            "--layers"])
+    assert result.exit_code == 0, result.output
+    model = create_model("timm:resnet10t", num_classes=10)
+    index = layers(model).index("layer4.0.conv1")
+    row = next(line for line in result.output.splitlines() if " layer4.0.conv1 " in line)
+    assert row.split("│")[1].strip() == str(index)
+    assert "last_stages: K trains the last K of stem, stage 1" in result.output
