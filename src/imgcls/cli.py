@@ -140,8 +140,8 @@ def predict(
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
     batch_size: Annotated[int, typer.Option(min=1)] = 256,
     bench: Annotated[bool, typer.Option(
-        help="Measure inference images/s of PyTorch and of the ONNX export on this machine "
-        "(on IMAGES if given, else on random pixels).")] = False,
+        help="Measure inference images/s of PyTorch and of its ONNX and TorchScript exports "
+        "on this machine (on IMAGES if given, else on random pixels).")] = False,
 ) -> None:
     """Classify images with a trained run: top-k classes and probabilities per image.
     Unreadable files are reported and skipped."""
@@ -159,7 +159,7 @@ def predict(
     except _user_errors() as exc:
         _fail(str(exc))
     if bench:
-        return _print_bench(run_dir, predictor, images or [], batch_size)
+        return _print_bench(predictor, images or [], batch_size)
     result = predictor.predict(images, top_k, tta, batch_size)
     for problem in result.skipped:  # on stderr: stdout stays valid CSV / JSON
         typer.echo(f"skipped {problem}", err=True)
@@ -186,11 +186,11 @@ def predict(
         raise typer.Exit(1)
 
 
-def _print_bench(run_dir: Path, predictor, images: list[str], batch_size: int) -> None:
+def _print_bench(predictor, images: list[str], batch_size: int) -> None:
     from imgcls.deploy.bench import inference_speed
 
     try:
-        rows = inference_speed(run_dir, predictor, images, batch_size)
+        rows = inference_speed(predictor, images, batch_size)
     except _user_errors() as exc:
         _fail(str(exc))
     for row in rows:
@@ -472,14 +472,12 @@ def models(
     if not names:
         _fail(f"no model matches {pattern!r}; `imgcls models` lists imgcls' models, "
               "`imgcls models 'timm:resnet*'` searches timm's")
+    if (summary or layers) and len(names) != 1:
+        _fail(f"{'--summary' if summary else '--layers'} needs one model; {pattern!r} matches "
+              f"{total}: {', '.join(names[:8])}{'...' if total > 8 else ''}")
     if summary:
-        if len(names) != 1:
-            _fail(f"--summary needs one model; {pattern!r} matches {total}: "
-                  f"{', '.join(names[:8])}{'...' if total > 8 else ''}")
         return _print_summary(names[0], input_size, num_classes, depth, small_input)
     if layers:
-        if len(names) != 1:
-            _fail(f"--layers needs one model; {pattern!r} matches {total}")
         return _print_layers(names[0], num_classes, small_input)
     rows = []
     with console.status("measuring...") as status:
@@ -556,7 +554,8 @@ def _print_layers(name: str, num_classes: int, small_input: bool) -> None:
     except ValueError as exc:
         _fail(str(exc))
     modules = dict(model.named_modules())
-    stage_of = {p: label for label, params in stages(model) for p in params}
+    blocks = stages(model)
+    stage_of = {p: label for label, params in blocks for p in params}
     table = Table("fine_tune_at", "layer", "type", "params", "stage",
                   title=f"{name}: layers with weights (head: {head_name(model)})")
     for index, layer in enumerate(layers(model)):
@@ -566,7 +565,7 @@ def _print_layers(name: str, num_classes: int, small_input: bool) -> None:
                       f"{sum(p.numel() for p in own):,}", stage_of.get(first, ""))
     console.print(table)
     console.print("last_stages: K trains the last K of "
-                  + ", ".join(label for label, _ in stages(model)), highlight=False)
+                  + ", ".join(label for label, _ in blocks), highlight=False)
 
 
 def run_workers_cli(args: list[str], workers: int) -> int:

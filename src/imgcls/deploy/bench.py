@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from imgcls.deploy.export import Deployable, at_input_size, export_model, run_exported
+from imgcls.data.images import resize_array
+from imgcls.deploy.export import Deployable, export_model, run_exported
 from imgcls.deploy.predictor import Predictor, expand_images
 
 
@@ -31,8 +32,8 @@ def images_per_second(run: Callable[[np.ndarray], Any], images: np.ndarray, batc
     return statistics.median(rates)
 
 
-def inference_speed(run_dir: str | Path, predictor: Predictor, images: list[str],
-                    batch_size: int, repeats: int = 5) -> list[dict[str, Any]]:
+def inference_speed(predictor: Predictor, images: list[str], batch_size: int,
+                    repeats: int = 5) -> list[dict[str, Any]]:
     if images:
         files, _ = expand_images(images)
         pixels, _, _ = predictor.read(files)
@@ -40,7 +41,7 @@ def inference_speed(run_dir: str | Path, predictor: Predictor, images: list[str]
         rng = np.random.default_rng(0)
         size = predictor.image_size
         pixels = rng.integers(0, 256, (max(4 * batch_size, 512), size, size, 3), dtype=np.uint8)
-    pixels = at_input_size(pixels, predictor.input_size, predictor.resize)
+    pixels = resize_array(pixels, predictor.input_size, predictor.resize)
     deployable = Deployable(predictor.model, predictor.mean.tolist(), predictor.std.tolist())
 
     @torch.no_grad()

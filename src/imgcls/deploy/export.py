@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from imgcls.data.images import fit_image
+from imgcls.data.images import resize_array
 from imgcls.tracking.io import atomic_write_json
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -94,12 +93,6 @@ def verify(reference: nn.Module, exported: Callable[[np.ndarray], np.ndarray],
     return Verification(n, worst, outside, 1.0 - disagree / max(n, 1), disagree)
 
 
-def at_input_size(images: np.ndarray, size: int, resize: str) -> np.ndarray:
-    if images.shape[1] == size:
-        return images
-    return np.stack([np.asarray(fit_image(Image.fromarray(i), size, resize)) for i in images])
-
-
 def export_model(deployable: Deployable, input_size: int, fmt: str, out: Path) -> None:
     """Write the exported file atomically (a temporary name, then rename)."""
     if fmt not in FORMATS:
@@ -135,7 +128,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None,
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
     model, pre, cfg = load_model(run_dir, checkpoint)
-    input_size = pre.get("input_size") or pre["image_size"]
+    input_size = pre["input_size"]
     deployable = Deployable(model.to(memory_format=torch.contiguous_format), pre["mean"],
                             pre["std"])
     out = Path(out) if out else Path(run_dir) / "export" / f"model{FORMATS[fmt]}"
@@ -144,7 +137,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None,
 
         images = load_data(cfg.data).test.images
     images = np.array(images[:verify_images] if verify_images else images)  # a writable copy
-    images = at_input_size(images, input_size, cfg.data.resize)
+    images = resize_array(images, input_size, cfg.data.resize)
     start = time.perf_counter()
     export_model(deployable, input_size, fmt, out)
     seconds = time.perf_counter() - start

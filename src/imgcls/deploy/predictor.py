@@ -68,12 +68,12 @@ class Predictor:
         self.model = model.eval()
         self.classes: list[str] = preprocess["classes"]
         self.image_size: int = preprocess["image_size"]
-        self.input_size: int = preprocess.get("input_size") or self.image_size
+        self.input_size: int = preprocess["input_size"]
         self.resize = resize
         self.device = torch.device(device)
         self.mean = torch.tensor(preprocess["mean"])
         self.std = torch.tensor(preprocess["std"])
-        self.interpolation = preprocess.get("interpolation", "bilinear")
+        self.interpolation = preprocess["interpolation"]
         self.channels_last = channels_last
 
     @classmethod

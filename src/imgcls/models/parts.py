@@ -14,6 +14,10 @@ class ModelStructureError(ValueError):
     pass
 
 
+def has_weights(module: nn.Module, recurse: bool = True) -> bool:
+    return next(module.parameters(recurse=recurse), None) is not None
+
+
 def head_name(model: nn.Module) -> str:
     """The classifier: timm's `pretrained_cfg['classifier']`, else the last Linear."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
@@ -50,10 +54,10 @@ def stages(model: nn.Module) -> list[tuple[str, list[str]]]:
     owners: list[tuple[str, nn.Module]] = []
     for name, child in model.named_children():
         parametrized = [(f"{name}.{n}", c) for n, c in child.named_children()
-                        if any(True for _ in c.parameters())]
+                        if has_weights(c)]
         if isinstance(child, nn.Sequential | nn.ModuleList) and len(parametrized) > 1:
             owners += parametrized
-        elif any(True for _ in child.parameters()):
+        elif has_weights(child):
             owners.append((name, child))
     result = []
     for name, module in owners:
@@ -71,7 +75,7 @@ def layers(model: nn.Module) -> list[str]:
     head = head_name(model)
     return [n for n, m in model.named_modules()
             if n and not (n == head or n.startswith(head + "."))
-            and any(True for _ in m.parameters(recurse=False))]
+            and has_weights(m, recurse=False)]
 
 
 def trainable_parameters(model: nn.Module, train: str | None = None,
@@ -94,7 +98,7 @@ def trainable_parameters(model: nn.Module, train: str | None = None,
     elif isinstance(fine_tune_at, str):
         start = fine_tune_at
         modules = dict(model.named_modules())
-        if start not in modules or not any(True for _ in modules[start].parameters()):
+        if start not in modules or not has_weights(modules[start]):
             raise ModelStructureError(
                 f"fine_tune_at = {start!r}: no module with weights of that name"
                 f"{closest(start, [n for n in modules if n], n=3)}; e.g. "

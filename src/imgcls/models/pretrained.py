@@ -180,8 +180,8 @@ def _load_from_hub(model: nn.Module, model_name: str,
     cfg = getattr(model, "pretrained_cfg", None) or {}
     where = cfg.get("hf_hub_id") or cfg.get("url")
     if not where:
-        raise PretrainedError(f"{model_name} has no pretrained weights in timm; list those "
-                              f"that do with `imgcls models 'timm:*' --pretrained`")
+        raise PretrainedError(f"{model_name} has no pretrained weights in timm; "
+                              "`timm.list_pretrained()` lists the models that do")
     try:
         timm_load(model, num_classes=num_classes)
     except Exception as exc:  # noqa: BLE001 - offline, proxy, hub errors all end here

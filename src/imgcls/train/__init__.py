@@ -29,11 +29,10 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
     checkpoint (its own saved config wins; the result equals an uninterrupted run).
     `callbacks` join the run's own (a resumed run must be given the same ones)."""
     if resume is not None:
-        cfg = Run(resume).config()
-    world = distributed.setup(resolve_device(cfg.train.device).type)  # under torchrun
-    if resume is not None:
         run = Run(resume)
-    else:  # rank 0 names and creates the folder; the other processes use the same one
+        cfg = run.config()
+    world = distributed.setup(resolve_device(cfg.train.device).type)  # under torchrun
+    if resume is None:  # rank 0 names and creates the folder; the other processes use it
         run = Run(distributed.broadcast_object(
             str(Run.create(cfg, run_dir).path) if world.is_main else None))
     if not world.is_main:
@@ -47,7 +46,7 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
         trainer.load_state_dict(torch.load(last, map_location=trainer.device,
                                            weights_only=True))
     if world.is_main:
-        if resume is not None:  # no checkpoint: killed before the first, start over
+        if resume is not None:  # drop epochs after the checkpoint (all, if there is none)
             run.truncate_metrics(trainer.epoch)
         run.write_json("environment.json", {**environment(str(trainer.device)),
                                             "processes": world.size})
@@ -75,7 +74,9 @@ def load_model(run_dir: str | Path, checkpoint: str = "best",
         raise FileNotFoundError(f"{run.path}: no {path.name} checkpoint; has the run trained "
                                 "for at least one epoch?")
     state = torch.load(path, map_location=device, weights_only=True)
-    model = build_model(cfg.model, len(pre["classes"]), pre.get("input_size") or pre["image_size"])
+    # runs from before transfer learning: the network saw the stored size, bilinear
+    pre = {"input_size": pre["image_size"], "interpolation": "bilinear", **pre}
+    model = build_model(cfg.model, len(pre["classes"]), pre["input_size"])
     model.load_state_dict(state["model"])
     return model.to(device).eval(), pre, cfg
 
@@ -103,7 +104,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None,
         test = ImageSet(images.images, to_run_label[images.labels])
     loader = BatchLoader(test, cfg.train.eval_batch_size, torch.tensor(pre["mean"]),
                          torch.tensor(pre["std"]), torch.device("cpu"),
-                         channels_last=cfg.train.channels_last, size=pre.get("input_size"),
-                         interpolation=pre.get("interpolation", "bilinear"))
+                         channels_last=cfg.train.channels_last, size=pre["input_size"],
+                         interpolation=pre["interpolation"])
     return {"run": str(run_dir), "checkpoint": checkpoint, "images": len(test), "tta": tta,
             **evaluate(model, loader, tta)}
