@@ -288,3 +288,23 @@ def test_models_layers_numbers_what_fine_tune_at_counts():
     row = next(line for line in result.output.splitlines() if " layer4.0.conv1 " in line)
     assert row.split("│")[1].strip() == str(index)
     assert "last_stages: K trains the last K of stem, stage 1" in result.output
+
+
+def test_a_stage_s_own_gradient_clipping_applies(folder, tmp_path):
+    """optim keys a stage changes reach the step, clipping included."""
+    seen = []
+
+    class Norms(Callback):
+        def on_batch_end(self, trainer, images):
+            grads = [p.grad for g in trainer.optimizer.param_groups for p in g["params"]
+                     if p.grad is not None]
+            seen.append((trainer.stage_index, torch.linalg.vector_norm(
+                torch.stack([g.norm() for g in grads])).item()))
+
+    cfg = config(folder, model={"name": "resnet18_cifar", "args": {}}, train={"epochs": 2},
+                 optim={"name": "sgd", "lr": 0.05},
+                 stages=[{"epochs": 1, "train": "all"},
+                         {"epochs": 1, "train": "all", "optim": {"clip_grad_norm": 1e-3}}])
+    train(cfg, tmp_path / "run", callbacks=[Norms()])
+    assert max(n for stage, n in seen if stage == 0) > 1e-3
+    assert all(n <= 1e-3 * 1.001 for stage, n in seen if stage == 1)

@@ -164,6 +164,7 @@ class Trainer:
         stage = cfg.stages[index] if cfg.stages else None
         optim_cfg, schedule_cfg = cfg.stage_settings(index) if stage else (cfg.optim,
                                                                             cfg.schedule)
+        self.optim_cfg = optim_cfg  # the step's settings (clipping) are the stage's
         if self.cfg.train.amp == "fp16" and optim_cfg.sam:
             raise ConfigError("optim.sam with train.amp = 'fp16' is not supported (loss "
                               "scaling would scale SAM's ascent step); use 'bf16' or 'none'")
@@ -321,10 +322,10 @@ class Trainer:
             with frozen_norm_stats(self.model):  # the batch already counted in BN statistics
                 self.backward(x, y)
             self.sam.descend()
-        if self.cfg.optim.clip_grad_norm:
+        if self.optim_cfg.clip_grad_norm:
             self.scaler.unscale_(self.optimizer)
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            nn.utils.clip_grad_norm_(params, self.cfg.optim.clip_grad_norm)
+            nn.utils.clip_grad_norm_(params, self.optim_cfg.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
