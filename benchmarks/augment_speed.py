@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from imgcls.augment import AUGMENTS, AugmentContext, build_op
-from imgcls.config import load_config
+from imgcls.configure import load_config
 from imgcls.data import load_data
 from imgcls.models import create_model
 

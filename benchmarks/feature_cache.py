@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from imgcls.config import load_config
+from imgcls.configure import load_config
 from imgcls.train import train
 
 

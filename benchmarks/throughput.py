@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from imgcls.config import load_config
+from imgcls.configure import load_config
 from imgcls.data import load_data
 from imgcls.models import create_model
 from imgcls.tracking.run import Run

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from imgcls.config import load_config
+from imgcls.configure import load_config
 from imgcls.report.plots import accuracy_vs_time, save_figure
 from imgcls.tracking.run import Run
 from imgcls.train import train

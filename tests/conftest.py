@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from imgcls.config import Config, validate
+from imgcls.config import Config
+from imgcls.configure import validate
 
 
 def _shared_datasets() -> Path:

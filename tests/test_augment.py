@@ -10,7 +10,8 @@ from imgcls.augment import AUGMENTS, AugmentContext, Mixer, build_op
 from imgcls.augment import functional as AF
 from imgcls.augment.mix import target_hits
 from imgcls.augment.policies import RAND_OPS
-from imgcls.config import AugmentConfig, ConfigError, MixConfig, load_config
+from imgcls.config import AugmentConfig, ConfigError, MixConfig
+from imgcls.configure import load_config, validate
 
 POLICIES = {"randaugment", "trivialaugment", "autoaugment"}
 SINGLE_OPS = sorted(set(AUGMENTS) - POLICIES)
@@ -266,16 +267,17 @@ def test_mix_prob_zero_leaves_the_batch_alone():
 
 # -- config ----------------------------------------------------------------------------------
 def test_ops_are_resolved_with_every_default_written_out():
-    cfg = AugmentConfig(ops=["flip", {"name": "translate", "frac": 0.1, "p": 0.5}])
-    assert cfg.ops[0] == {"name": "flip", "p": 0.5, "mode": "horizontal", "alternate": False}
-    assert cfg.ops[1]["fill"] == "reflect" and cfg.ops[1]["p"] == 0.5
-    assert AugmentConfig(ops=cfg.ops).ops == cfg.ops  # a saved config reads back the same
+    ops = validate({"augment": {"ops": ["flip", {"name": "translate", "frac": 0.1, "p": 0.5}]}}
+                   ).augment.ops
+    assert ops[0] == {"name": "flip", "p": 0.5, "mode": "horizontal", "alternate": False}
+    assert ops[1]["fill"] == "reflect" and ops[1]["p"] == 0.5
+    assert validate({"augment": {"ops": ops}}).augment.ops == ops  # a saved config reads back
 
 
 def test_foundation_shorthand_becomes_ops():
-    cfg = AugmentConfig(flip="alternate", translate=2)
-    assert [op["name"] for op in cfg.ops] == ["flip", "translate"]
-    assert cfg.ops[0]["alternate"] and cfg.ops[1]["pixels"] == 2
+    ops = validate({"augment": {"flip": "alternate", "translate": 2}}).augment.ops
+    assert [op["name"] for op in ops] == ["flip", "translate"]
+    assert ops[0]["alternate"] and ops[1]["pixels"] == 2
     assert AugmentConfig(flip="none").ops == []
 
 

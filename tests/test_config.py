@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from imgcls.config import ConfigError, load_config
+from imgcls.config import ConfigError
+from imgcls.configure import load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:

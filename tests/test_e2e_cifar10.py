@@ -1,6 +1,6 @@
 """The real thing, small: 2,000 real CIFAR-10 training images (JPEG copy), the full test set."""
 
-from imgcls.config import validate
+from imgcls.configure import validate
 from imgcls.train import train
 
 

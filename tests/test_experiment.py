@@ -281,7 +281,7 @@ def test_tune_resumes_its_study_and_an_interrupted_trial(tmp_path, folder):
     assert not (out / "trials/trial-0004").exists()
 
     best = write_best(plan, study, tmp_path / "best.yaml")
-    from imgcls.config import load_config
+    from imgcls.configure import load_config
 
     cfg = load_config(best)
     assert cfg.optim.lr == pytest.approx(study.best_params["optim.lr"])

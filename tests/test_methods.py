@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from conftest import make_image_folder, tiny_config
-from imgcls.config import ConfigError, OptimConfig, ScheduleConfig, validate
+from imgcls.config import ConfigError, OptimConfig, ScheduleConfig
+from imgcls.configure import validate
 from imgcls.models import build_model
 from imgcls.train import load_model, train
 from imgcls.train.callbacks import EMA, Callback, ReduceLROnPlateau
@@ -109,12 +110,12 @@ def test_second_pass_leaves_batchnorm_statistics_alone():
     assert not torch.allclose(net(x * 3), out)  # the second pass used batch statistics
 
 
-def test_sam_refuses_fp16_loss_scaling(folder):
-    from imgcls.train.trainer import Trainer
-
-    cfg = config(folder, optim={"sam": {"rho": 0.05}}, train={"amp": "fp16", "device": "cpu"})
-    with pytest.raises(ConfigError, match="fp16"):
-        Trainer(cfg, None, None)
+def test_sam_refuses_fp16_loss_scaling_when_the_config_is_read(folder):
+    with pytest.raises(ConfigError, match="optim.sam: not supported with train.amp = 'fp16'"):
+        config(folder, optim={"sam": {"rho": 0.05}}, train={"amp": "fp16", "device": "cuda"})
+    stage = {"epochs": 3, "train": "all", "optim": {"sam": {"rho": 0.05}}}
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.optim\.sam"):
+        config(folder, train={"amp": "fp16", "device": "cuda"}, stages=[stage])
 
 
 # -- regularizers ----------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import torch
 from typer.testing import CliRunner
 
 from imgcls.cli import app
-from imgcls.config import ConfigError, load_config
+from imgcls.config import ConfigError
+from imgcls.configure import load_config
 from imgcls.models import MODELS, create_model
 from imgcls.models.profile import count_parameters, forward_gflops, layer_summary, statistics_count
 

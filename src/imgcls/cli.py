@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from imgcls.config import load_config
+from imgcls.configure import load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="imgcls: train, evaluate and compare image classifiers.")

@@ -1,28 +1,27 @@
-"""The whole experiment configuration in one place.
+"""The whole experiment configuration in one place: the schema, and YAML in and out.
 
-Every setting a run depends on lives in these pydantic models, so a config file is
-validated completely before any data is read or any model is built, and the resolved
-config saved with a run reproduces it.
+Every setting a run depends on lives in these pydantic models, and the resolved config saved
+with a run reproduces it. This module is a leaf: it imports nothing from imgcls but the
+registry's spelling helper, so reading a config needs neither torch nor timm, and no
+component depends on it at run time. The checks that need a component (a registry name, a
+model's arguments, an augmentation op's keys) are `imgcls.configure`'s; load configs there.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
-from imgcls.registry import Registry, closest
+from imgcls.registry import closest
 
 Metric = Literal["val_accuracy", "val_loss", "train_accuracy", "train_loss"]
 TTA = Literal["none", "mirror", "mirror_translate"]
@@ -32,30 +31,12 @@ class ConfigError(ValueError):
     """A config problem, worded for the person who wrote the config."""
 
 
-def registry_name(module: str, attr: str) -> AfterValidator:
-    """Validates a name against a registry, imported on use because the registries'
-    modules import this one."""
-
-    def check(name: str) -> str:
-        registry: Registry = getattr(importlib.import_module(module), attr)
-        if name not in registry:
-            raise ValueError(registry.unknown_message(name))
-        return name
-
-    return AfterValidator(check)
-
-
-SourceName = Annotated[str, registry_name("imgcls.data", "SOURCES")]
-OptimizerName = Annotated[str, registry_name("imgcls.train.optim", "OPTIMIZERS")]
-ScheduleName = Annotated[str, registry_name("imgcls.train.schedule", "SCHEDULES")]
-
-
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class DataConfig(Strict):
-    source: SourceName = "cifar10"
+    source: str = "cifar10"  # a data source: cifar10, cifar100, folder
     path: str | None = None  # archive, folder or download target; None = the cache dir
     image_size: int | None = Field(None, ge=8, le=1024)  # None = the source's native size
     resize: Literal["center_crop", "squash", "pad"] = "center_crop"
@@ -89,30 +70,6 @@ class ModelConfig(Strict):
                Annotated[float, Field(gt=0)]] | None = None
     interpolation: Literal["bilinear", "bicubic"] | None = None  # None: the weights' or bilinear
 
-    @field_validator("name")
-    @classmethod
-    def _known_model(cls, name: str) -> str:
-        from imgcls.models import check_model_name
-
-        check_model_name(name)
-        return name
-
-    @model_validator(mode="after")
-    def _small_input_needs_timm(self) -> ModelConfig:
-        from imgcls.models import check_regularizers, check_small_input
-
-        check_small_input(self.name, self.small_input)
-        check_regularizers(self.name, self.dropout, self.drop_path, self.args)
-        return self
-
-
-def _resolve_op(entry: Any) -> dict[str, Any]:
-    from imgcls.augment import resolve_op
-
-    return resolve_op(entry)
-
-
-AugmentOpEntry = Annotated[str | dict[str, Any], AfterValidator(_resolve_op)]
 
 
 class MixConfig(Strict):
@@ -132,7 +89,7 @@ class AugmentConfig(Strict):
     """`ops` run in order on every training batch; each entry is an op or policy name or a
     mapping `{name: ..., p: ..., <the op's keys>}` (`imgcls augment list`)."""
 
-    ops: list[AugmentOpEntry] = Field(default_factory=lambda: ["flip"], validate_default=True)
+    ops: list[str | dict[str, Any]] = Field(default_factory=lambda: ["flip"])
     mix: MixConfig = Field(default_factory=MixConfig)
 
     @model_validator(mode="before")
@@ -169,7 +126,7 @@ class SAMConfig(Strict):
 
 
 class OptimConfig(Strict):
-    name: OptimizerName = "sgd"
+    name: str = "sgd"
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd, rmsprop, muon (its non-filter groups)
     nesterov: bool = True
@@ -204,7 +161,7 @@ class PlateauConfig(Strict):
 
 
 class ScheduleConfig(Strict):
-    name: ScheduleName = "cosine"
+    name: str = "cosine"
     warmup_epochs: float = Field(0.0, ge=0)
     start_factor: float = Field(0.0, ge=0)  # lr multiplier at step 0 of the warm-up
     end_factor: float = Field(0.0, ge=0)  # lr multiplier at the last step
@@ -377,7 +334,10 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{key} = {error['input']!r}: {message}" if key else message
 
 
-def validate(raw: dict[str, Any], origin: str = "config") -> Config:
+def parse(raw: dict[str, Any], origin: str = "config") -> Config:
+    """The schema's verdict on a raw mapping; `imgcls.configure.validate` adds the checks
+    that need the components. A saved run's config, checked when it was made, needs only
+    this."""
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
@@ -427,12 +387,3 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return raw
-
-
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Read a YAML config (or the defaults when `path` is None) and apply `--set`s."""
-    raw = read_yaml(path) if path is not None else {}
-    origin = str(path) if path is not None else "defaults"
-    if overrides:
-        origin += " with --set " + " ".join(overrides)
-    return validate(apply_overrides(raw, list(overrides)), origin)

@@ -9,14 +9,16 @@ before normalization; `augment.mix` (MixUp/CutMix) runs after it, since it mixes
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from imgcls.augment import ops, policies  # noqa: F401  (register the ops)
 from imgcls.augment.base import AUGMENTS, AugmentContext, AugmentOp
 from imgcls.augment.mix import Mixer
-from imgcls.config import AugmentConfig
+
+if TYPE_CHECKING:
+    from imgcls.config import AugmentConfig
 
 __all__ = ["AUGMENTS", "AugmentContext", "AugmentOp", "Mixer", "create_augment", "resolve_op"]
 

@@ -9,12 +9,16 @@ Every image draws its own lam, its own MixUp-or-CutMix choice and its own CutMix
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from imgcls.augment.functional import box_mask
-from imgcls.config import MixConfig
+
+if TYPE_CHECKING:
+    from imgcls.config import MixConfig
 
 
 class Mixer:

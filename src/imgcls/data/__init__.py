@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from imgcls.config import DataConfig
 from imgcls.data.base import DataError, ImageSet, Source, SourceData, cache_root
 from imgcls.data.cache import load_cached, save_cached
 from imgcls.data.cifar import cifar10, cifar100
 from imgcls.data.folder import folder
 from imgcls.data.split import stratified_split, stratified_subset
 from imgcls.registry import Registry
+
+if TYPE_CHECKING:
+    from imgcls.config import DataConfig
 
 SOURCES: Registry[Source] = Registry("data source")
 SOURCES.register("cifar10")(cifar10)

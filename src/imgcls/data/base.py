@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from imgcls.config import DataConfig
+if TYPE_CHECKING:
+    from imgcls.config import DataConfig
+
 
 
 class DataError(ValueError):

@@ -14,14 +14,16 @@ import pickle
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from imgcls.config import DataConfig
 from imgcls.data.base import DataError, ImageSet, SourceData, cache_root
 from imgcls.data.download import download, file_digest, verify_checksum
 from imgcls.data.images import resize_array
+
+if TYPE_CHECKING:
+    from imgcls.config import DataConfig
 
 
 @dataclass(frozen=True)

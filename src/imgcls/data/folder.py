@@ -10,14 +10,17 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from imgcls.config import DataConfig
 from imgcls.data.base import DataError, ImageSet, SourceData, cache_root
 from imgcls.data.cache import move_into_place
 from imgcls.data.download import file_digest, verify_checksum
 from imgcls.data.images import decode_many
+
+if TYPE_CHECKING:
+    from imgcls.config import DataConfig
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 TEST_DIRS = ("test", "val")

@@ -26,7 +26,8 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from imgcls.config import Config, ConfigError, Strict, read_yaml, set_key, validate
+from imgcls.config import Config, ConfigError, Strict, read_yaml, set_key
+from imgcls.configure import validate
 from imgcls.registry import closest
 
 SUMMARY_METRICS = {  # summary.json figure -> (label, scale shown, higher is better)

@@ -21,7 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from imgcls.config import Config, ConfigError, read_yaml, validate
+from imgcls.config import Config, ConfigError, read_yaml
+from imgcls.configure import validate
 from imgcls.tracking.io import atomic_write_json, atomic_write_text
 
 LIBRARIES = ("imgcls", "torch", "timm", "numpy", "pillow", "pydantic")

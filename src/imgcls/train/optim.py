@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from imgcls.config import OptimConfig
 from imgcls.registry import Registry
+
+if TYPE_CHECKING:
+    from imgcls.config import OptimConfig
 
 OPTIMIZERS: Registry[Callable[[list[dict[str, Any]], OptimConfig], torch.optim.Optimizer]] = (
     Registry("optimizer"))

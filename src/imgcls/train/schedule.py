@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from imgcls.config import ScheduleConfig
 from imgcls.registry import Registry
+
+if TYPE_CHECKING:
+    from imgcls.config import ScheduleConfig
 
 
 class Position(NamedTuple):
