@@ -29,7 +29,8 @@ from imgcls.configure import load_config
 from imgcls.data import load_data
 from imgcls.models import create_model
 from imgcls.tracking.run import Run
-from imgcls.train.trainer import Trainer, channel_stats
+from imgcls.train.setup import channel_stats
+from imgcls.train.trainer import Trainer
 
 
 def bare_loop(images: torch.Tensor, labels: torch.Tensor, batch_size: int, steps: int,
@@ -81,6 +82,7 @@ def main() -> None:
 
     for cb in trainer.callbacks:  # its progress bar is part of what is measured
         cb.on_fit_start(trainer)
+    trainer.prepare_batches()
     bare_loop(images, labels, args.batch_size, 1, model, optimizer)  # warm-up
     trainer.train_epoch(0)
     bare, ours = [], []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import pickle
 import tarfile
@@ -29,6 +30,47 @@ def _shared_datasets() -> Path:
 
 
 CIFAR10_JPEG = _shared_datasets() / "cifar10-jpeg.tar.gz"
+
+
+# -- learning tests: a seed to vary, and asserts that record their margin ---------------------
+LEARN_SEED = int(os.environ.get("IMGCLS_TEST_SEED", "0"))
+"""Learning tests (train, then assert on a result) fold this into their run seed and the
+seed of their generated images: `IMGCLS_TEST_SEED=3 pytest ...` reruns them on other data
+and other initial weights, to measure how far each bound sits from what it bounds."""
+
+
+@pytest.fixture(scope="session")
+def learn_seed() -> int:
+    return LEARN_SEED
+
+
+def _record_margin(what: str, value: float, bound: float, margin: float,
+                   count: int | None) -> None:
+    """With $IMGCLS_MARGINS naming a file, append one JSON line per checked bound."""
+    path = os.environ.get("IMGCLS_MARGINS")
+    if not path:
+        return
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" (", 1)[0]
+    record = {"test": test, "what": what, "value": float(value), "bound": float(bound),
+              "margin": float(margin), "seed": LEARN_SEED}
+    if count is not None:  # value is a fraction of `count` items: the margin in items
+        record["count"] = count
+        record["margin_items"] = round(float(margin) * count, 3)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def at_least(value: float, bound: float, what: str, count: int | None = None) -> None:
+    """assert value >= bound, recording the margin; `count`: value is a fraction of that
+    many test images (the margin is then also given in images)."""
+    _record_margin(what, value, bound, value - bound, count)
+    assert value >= bound, f"{what}: {value} < {bound} (IMGCLS_TEST_SEED={LEARN_SEED})"
+
+
+def at_most(value: float, bound: float, what: str, count: int | None = None) -> None:
+    """assert value <= bound, recording the margin."""
+    _record_margin(what, value, bound, bound - value, count)
+    assert value <= bound, f"{what}: {value} > {bound} (IMGCLS_TEST_SEED={LEARN_SEED})"
 
 
 @pytest.fixture(autouse=True)
@@ -101,10 +143,10 @@ def make_cifar100_archive(path: Path) -> Path:
 
 
 def make_image_folder(root: Path, classes: int = 3, per_class: int = 12, size: int = 40,
-                      mixed_sizes: bool = True) -> Path:
+                      mixed_sizes: bool = True, seed: int = 0) -> Path:
     """A folder per class of JPEG/PNG files of mixed sizes."""
     labels = np.repeat(np.arange(classes), per_class)
-    images = pattern_images(labels, size)
+    images = pattern_images(labels, size, seed)
     for i, (label, image) in enumerate(zip(labels, images, strict=True)):
         folder = root / f"class_{label}"
         folder.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,11 @@
+import logging
+
+import pytest
 from typer.testing import CliRunner
 
 from conftest import make_image_folder
 from imgcls.cli import app
+from imgcls.log import ROOT, configure_logging
 
 runner = CliRunner(env={"COLUMNS": "200"})  # wide enough that tables keep whole words
 
@@ -50,15 +54,63 @@ def test_resume_rejects_config_and_set(tmp_path):
     assert result.exit_code == 2 and "--resume takes the run's own config" in result.output
 
 
-def test_bad_tta_is_named(tmp_path):
-    result = runner.invoke(app, ["eval", str(tmp_path), "--tta", "flip"])
-    assert result.exit_code == 2 and "tta = 'flip'" in result.output
-    assert "mirror_translate" in result.output
+@pytest.mark.parametrize("args,valid", [
+    (["eval", "RUN", "--tta", "flip"], "'none', 'mirror', 'mirror_translate'"),
+    (["eval", "RUN", "--checkpoint", "worst"], "'best', 'last'"),
+    (["predict", "RUN", "x.png", "--format", "xml"], "'table', 'csv', 'json'"),
+    (["export", "RUN", "--format", "tflite"], "'onnx', 'torchscript'"),
+    (["export", "RUN", "--verify", "some"], "a number of images, or 'all'"),
+])
+def test_bad_option_values_are_refused_naming_the_valid_ones(tmp_path, args, valid):
+    result = runner.invoke(app, [str(tmp_path) if a == "RUN" else a for a in args])
+    assert result.exit_code == 2 and valid in result.output, result.output
 
 
-def test_missing_run_is_explained(tmp_path):
-    result = runner.invoke(app, ["eval", str(tmp_path / "nope")])
-    assert result.exit_code == 2 and "not a run folder" in result.output
+@pytest.mark.parametrize("args,message", [
+    (["train", "nope.yaml"], "nope.yaml: config file not found"),
+    (["data", "info", "--set", "model.name=nope"], "unknown model 'nope'"),
+    (["eval", "nope"], "nope: not a run folder"),
+    (["compare", ".", "--metric", "speed"], "--metric 'speed': valid: test_accuracy"),
+])
+def test_user_errors_are_one_error_line_on_stderr(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.output
+    assert not result.stdout
+    if args[0] != "data":  # a config with several problems lists one per line
+        assert result.stderr.count("\n") == 1
+
+
+def test_sweep_messages_go_to_stderr_and_quiet_silences_them(tmp_path):
+    data = make_image_folder(tmp_path / "images", classes=3, per_class=10, size=24)
+    experiment = tmp_path / "e.yaml"
+    experiment.write_text(f"""
+name: exp
+base:
+  data: {{source: folder, path: {data}, image_size: 24, val_fraction: 0}}
+  model: {{name: flowers_cnn, args: {{widths: [8, 8, 8], hidden: 16}}}}
+  train: {{epochs: 1, batch_size: 16, tensorboard: false, threads: 1}}
+""")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["sweep", str(experiment), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "exp: 1 variants x 1 seeds = 1 runs" in result.stderr
+    assert "start exp/seed-0" in result.stderr and "finished exp/seed-0" in result.stderr
+    assert "exp: test_accuracy" in result.stdout and "start " not in result.stdout
+    assert "| exp | 1 |" in (out / "results.md").read_text()
+    quiet = runner.invoke(app, ["--quiet", "sweep", str(experiment), "--out", str(out)])
+    assert quiet.exit_code == 0 and not quiet.stderr, quiet.output
+    assert "exp: test_accuracy" in quiet.stdout  # the result still shows
+    both = runner.invoke(app, ["-q", "-v", "sweep", str(experiment)])
+    assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_configure_logging_twice_keeps_one_handler():
+    logger = configure_logging(logging.WARNING)
+    handlers = list(logger.handlers)
+    assert configure_logging() is logger and logger.handlers == handlers
+    assert logging.getLogger(ROOT).level == logging.INFO
 
 
 def test_augment_preview_draws_one_block_per_op_or_variant(tmp_path):

@@ -12,7 +12,7 @@ import yaml
 
 from conftest import make_image_folder
 from imgcls.config import ConfigError
-from imgcls.experiment.results import experiment_groups, table_rows
+from imgcls.experiment.results import compare_runs, experiment_groups, table_rows
 from imgcls.experiment.spec import load_experiment
 from imgcls.experiment.stats import describe, sentence, welch
 from imgcls.experiment.sweep import run_sweep
@@ -159,14 +159,14 @@ def test_two_concurrent_sweeps_train_each_run_once(tmp_path, folder):
     assert all(len(r[0]) == 1 for r in metrics_of(out).values()) and len(metrics_of(out)) == 6
     # a third pass has nothing left to do
     again = subprocess.run(sweep_command(exp, out), capture_output=True, text=True)
-    assert again.returncode == 0 and "start " not in again.stdout
+    assert again.returncode == 0 and "start " not in again.stdout + again.stderr
 
 
 def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, folder):
     exp = write_experiment(tmp_path / "e.yaml", base=base(folder, epochs=8),
                            grid={"optim.lr": [0.01, 0.003]}, repeats=1)
     plan = load_experiment(exp)
-    run_sweep(plan, tmp_path / "reference", log=lambda m: None)
+    run_sweep(plan, tmp_path / "reference")
     out = tmp_path / "killed"
     for kill_after_epochs in (3, 11):  # mid-way through the first run, then the second
         proc = subprocess.Popen(sweep_command(exp, out), stdout=subprocess.DEVNULL,
@@ -179,7 +179,7 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, folder):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert len(list(out.glob("*/seed-*/summary.json"))) < 2, "finished before the kills"
-    run_sweep(plan, out, log=lambda m: None)
+    run_sweep(plan, out)
     assert metrics_of(out) == metrics_of(tmp_path / "reference")
     rows = [{k: v for k, v in r.items() if k not in ("wall s", "img/s")}
             for r in table_rows(experiment_groups(out)[1], "test_accuracy")]
@@ -191,11 +191,12 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, folder):
 
 def test_a_changed_experiment_file_does_not_mix_with_old_runs(tmp_path, folder):
     exp = write_experiment(tmp_path / "e.yaml", base=base(folder, epochs=1))
-    run_sweep(load_experiment(exp), tmp_path / "out", log=lambda m: None)
+    assert run_sweep(load_experiment(exp), tmp_path / "out") == {"trained": ["exp/seed-0"]}
+    assert "| exp | 1 |" in (tmp_path / "out" / "results.md").read_text()  # the API's too
     write_experiment(tmp_path / "e.yaml", base=base(folder, epochs=1),
                      set={"optim.lr": 0.5})
     with pytest.raises(ConfigError, match=r"optim.lr: 0.01 -> 0.5"):
-        run_sweep(load_experiment(exp), tmp_path / "out", log=lambda m: None)
+        run_sweep(load_experiment(exp), tmp_path / "out")
 
 
 def test_sweep_with_workers_and_report(tmp_path, folder, monkeypatch):
@@ -205,7 +206,7 @@ def test_sweep_with_workers_and_report(tmp_path, folder, monkeypatch):
     result = subprocess.run([sys.executable, "-m", "imgcls.cli", "sweep", str(exp),
                              "--workers", "2"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "[w1]" in result.stdout and "[w2]" in result.stdout
+    assert "[w1]" in result.stderr and "[w2]" in result.stderr  # messages, on stderr
     exp_dir = tmp_path / "runs" / "exp"
     assert len(list(exp_dir.glob("*/seed-*/summary.json"))) == 4
     assert "| batch_size=8 | 2 |" in (exp_dir / "results.md").read_text()
@@ -244,13 +245,12 @@ def test_tune_resumes_its_study_and_an_interrupted_trial(tmp_path, folder):
     from imgcls.experiment.tune import run_tune, write_best
 
     out = tmp_path / "out"
-    study = run_tune(load_experiment(tune_file(tmp_path / "t.yaml", folder, 2)), out,
-                     log=lambda m: None)
+    study = run_tune(load_experiment(tune_file(tmp_path / "t.yaml", folder, 2)), out)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     first = (out / "trials/trial-0000/summary.json").stat().st_mtime_ns
 
     plan = load_experiment(tune_file(tmp_path / "t.yaml", folder, 3))
-    study = run_tune(plan, out, log=lambda m: None)  # the same study, one more trial
+    study = run_tune(plan, out)  # the same study, one more trial
     assert len(study.trials) == 3 and (out / "trials/trial-0002/summary.json").is_file()
     assert (out / "trials/trial-0000/summary.json").stat().st_mtime_ns == first
 
@@ -272,7 +272,7 @@ def test_tune_resumes_its_study_and_an_interrupted_trial(tmp_path, folder):
     assert not (out / "trials/trial-0003/summary.json").exists()
 
     plan = load_experiment(tmp_path / "t.yaml")
-    study = run_tune(plan, out, log=lambda m: None)
+    study = run_tune(plan, out)
     states = [t.state.name for t in study.trials]
     assert states == ["COMPLETE"] * 3 + ["FAIL", "COMPLETE"]
     assert study.trials[4].user_attrs["resume_of"] == 3
@@ -306,7 +306,7 @@ def test_pruned_trials_stop_early(tmp_path, folder):
 
     plan = load_experiment(tune_file(tmp_path / "t.yaml", folder, 1))
     study = optuna.create_study(pruner=AlwaysPrune(), direction="maximize")
-    study.optimize(objective_for(plan, tmp_path / "out", lambda m: None), n_trials=1)
+    study.optimize(objective_for(plan, tmp_path / "out"), n_trials=1)
     assert study.trials[0].state.name == "PRUNED"
     assert study.trials[0].intermediate_values.keys() == {1}
     summary = json.loads((tmp_path / "out/trials/trial-0000/summary.json").read_text())
@@ -335,7 +335,7 @@ def test_runs_and_compare_filter_sort_and_group_across_experiments(tmp_path, fol
                                set={"optim.lr": lr}, grid={"train.batch_size": [8, 16]})
         (tmp_path / f"{name}.yaml").write_text(
             (tmp_path / f"{name}.yaml").read_text().replace("name: exp", f"name: {name}"))
-        run_sweep(load_experiment(exp), tmp_path / "runs" / name, log=lambda m: None)
+        run_sweep(load_experiment(exp), tmp_path / "runs" / name)
     runner = CliRunner()
     listed = runner.invoke(app, ["runs", str(tmp_path / "runs"), "--where",
                                  "train.batch_size=8", "--sort=-test_accuracy"])
@@ -350,6 +350,13 @@ def test_runs_and_compare_filter_sort_and_group_across_experiments(tmp_path, fol
     assert compared.exit_code == 0, compared.output
     assert "train.batch_size=8" in compared.output and "baseline" in compared.output
     assert "(Welch's t-test, 2 vs 2 seeds)" in compared.output
+    groups = compare_runs([tmp_path / "runs"], by="train.batch_size",
+                          baseline="train.batch_size=16")
+    assert [g.name for g in groups] == ["train.batch_size=16", "train.batch_size=8"]
+    printed = [line.split("│")[1].strip() for line in compared.output.splitlines()
+               if "train.batch_size=" in line and "│" in line]
+    assert printed == [g.name for g in groups]  # the CLI prints the API's groups, in order
+    assert [g.spread.n for g in groups] == [2, 2] and groups[1].verdict in compared.output
     bad = runner.invoke(app, ["compare", str(tmp_path / "runs"), "--by", "optim.lrr"])
     assert bad.exit_code == 2 and "no run has this key" in bad.output
     missing = runner.invoke(app, ["report", str(tmp_path)])
@@ -365,7 +372,7 @@ def test_tune_workers_share_one_study(tmp_path, folder):
                              str(out), "--workers", "2"], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "[w1]" in result.stdout and "[w2]" in result.stdout
+    assert "[w1]" in result.stderr and "[w2]" in result.stderr
     study = optuna.load_study(study_name="exp", storage=f"sqlite:///{out / 'study.db'}")
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert 4 <= len(done) <= 5  # both workers stop at 4; one may be mid-trial then

@@ -5,6 +5,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import LEARN_SEED, at_most
 from imgcls.cli import app
 from imgcls.config import ConfigError
 from imgcls.configure import load_config
@@ -64,7 +65,7 @@ def test_output_shapes_at_32_and_64_px(size):
 def test_one_step_reduces_the_loss_on_a_fixed_batch(name):
     """One family each: classic Keras nets, VGG, ResNet, pre-activation/wide ResNet,
     DenseNet, Inception, the fast net, note 002's CNN, timm."""
-    torch.manual_seed(0)
+    torch.manual_seed(LEARN_SEED)
     model = create_model(name, 4, 32)
     x = torch.randn(16, 3, 32, 32)
     y = torch.arange(16) % 4
@@ -80,7 +81,7 @@ def test_one_step_reduces_the_loss_on_a_fixed_batch(name):
     torch.nn.utils.clip_grad_norm_(params, 1.0)  # a small step for every family
     optimizer.step()
     with torch.no_grad():
-        assert loss() < before.detach()
+        at_most(loss().item() / before.item(), 1.0, "loss after / before the step")
 
 
 def test_input_sizes_that_do_not_fit_are_named():

@@ -1,40 +1,103 @@
-"""The `imgcls` command line."""
+"""The `imgcls` command line: it parses arguments, calls the Python API and prints what
+that returns, so a script using the API gets the same tables, files and records.
+
+User errors (ValueError and its ConfigError/DataError, FileNotFoundError, TrainingDiverged,
+ExportError) become an `error: ...` message, never a traceback, and exit status 2, in
+`Commands.invoke` for every command at once; a bad option value is refused by typer from the
+option's type, also with status 2.
+Messages (progress, skipped files) go through `imgcls.log` to stderr, `--quiet`/`--verbose`
+set how many; results (tables, JSON, CSV) go to stdout.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
+from imgcls.config import TTA
 from imgcls.configure import load_config
+from imgcls.deploy import ExportFormat
+from imgcls.log import configure_logging, get_logger
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="imgcls: train, evaluate and compare image classifiers.")
-data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets.")
-app.add_typer(data_app, name="data")
-augment_app = typer.Typer(no_args_is_help=True, help="List and preview augmentations.")
-app.add_typer(augment_app, name="augment")
+Checkpoint = Literal["best", "last"]
+OutputFormat = Literal["table", "csv", "json"]
+RESUME_HINTS = {  # commands that leave resumable work behind: what Ctrl-C tells the user
+    "train": "continue with `imgcls train --resume RUN_DIR`",
+    "sweep": "run the same command again to resume",
+    "tune": "run the same command again to resume the study",
+}
+
 console = Console()
-
-SetOption = Annotated[list[str], typer.Option(
-    "--set", help="Override a config key, e.g. --set optim.lr=0.05 (repeatable).")]
+err_console = Console(stderr=True)
+log = get_logger(__name__)
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    err_console.print("[red]error:[/red]", escape(message), highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """The errors a user's input can cause, shown as one clear message, not a traceback.
-    (ConfigError and DataError are ValueErrors; bad model arguments raise ValueError.)"""
+    Imported when an error is raised: importing them up front would load torch for every
+    `imgcls --help`."""
+    from imgcls.deploy.export import ExportError
     from imgcls.train.trainer import TrainingDiverged
 
-    return (ValueError, FileNotFoundError, TrainingDiverged)
+    return (ValueError, FileNotFoundError, TrainingDiverged, ExportError)
+
+
+class Commands(TyperGroup):
+    """Every command, sub-commands of `data` and `augment` included, runs inside this
+    group's `invoke`: user errors and Ctrl-C are handled here once, not in each command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            hint = RESUME_HINTS.get(ctx.invoked_subcommand or "")
+            if hint is None:
+                raise  # click's "Aborted!", exit status 1
+            log.warning(f"interrupted; {hint}")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if not isinstance(exc, _user_errors()):
+                raise
+            _fail(str(exc))
+
+
+app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True,
+                  help="imgcls: train, evaluate and compare image classifiers.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets.")
+app.add_typer(data_app, name="data")
+augment_app = typer.Typer(no_args_is_help=True, help="List and preview augmentations.")
+app.add_typer(augment_app, name="augment")
+
+SetOption = Annotated[list[str], typer.Option(
+    "--set", help="Override a config key, e.g. --set optim.lr=0.05 (repeatable).")]
+CheckpointOption = Annotated[Checkpoint, typer.Option(help="Which saved weights.")]
+
+
+@app.callback()
+def main(
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Show only warnings and errors, not progress messages.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug messages too.")
+                       ] = False,
+) -> None:
+    """Runs before every command: how many of imgcls' messages it shows."""
+    if quiet and verbose:
+        raise typer.BadParameter("give --quiet or --verbose, not both")
+    configure_logging(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
 
 
 @app.command()
@@ -50,19 +113,11 @@ def train(
     from imgcls.train import distributed
     from imgcls.train import train as run_training
 
+    if resume is not None and (config is not None or set_):
+        _fail("--resume takes the run's own config; drop CONFIG and --set")
     try:
-        if resume is not None:
-            if config is not None or set_:
-                _fail("--resume takes the run's own config; drop CONFIG and --set")
-            run, summary = run_training(resume=resume)
-        else:
-            cfg = load_config(config, set_)
-            run, summary = run_training(cfg, run_dir)
-    except _user_errors() as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        console.print("interrupted; continue with `imgcls train --resume RUN_DIR`")
-        raise typer.Exit(130) from None
+        run, summary = (run_training(resume=resume) if resume is not None
+                        else run_training(load_config(config, set_), run_dir))
     finally:
         distributed.teardown()
     if distributed.env_rank() == 0:  # one summary line from a torchrun launch
@@ -91,12 +146,9 @@ def lr_find(
     from imgcls.report.plots import lr_find_curve, save_figure
     from imgcls.train.lr_find import lr_find as range_test
 
-    try:
-        cfg = load_config(config, set_)
-        out = out or Path("runs/lr-find") / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.name}"
-        result = range_test(cfg, out, start, end, steps)
-    except _user_errors() as exc:
-        _fail(str(exc))
+    cfg = load_config(config, set_)
+    out = out or Path("runs/lr-find") / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.name}"
+    result = range_test(cfg, out, start, end, steps)
     title = f"{cfg.name}: lr range test ({cfg.optim.name}, batch {cfg.train.batch_size})"
     save_figure(lr_find_curve(result.lrs, result.losses, result.smoothed,
                               result.suggested_lr, title), out / "lr_find.png")
@@ -113,18 +165,14 @@ def eval_(
     data: Annotated[Path | None, typer.Option(
         help="Evaluate on this image folder (class sub-folders) instead of the test split.")
     ] = None,
-    tta: Annotated[str | None, typer.Option(
-        help="none, mirror or mirror_translate (default: the run's own).")] = None,
-    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    tta: Annotated[TTA | None, typer.Option(
+        help="Test-time augmentation (default: the run's own).")] = None,
+    checkpoint: CheckpointOption = "best",
 ) -> None:
     """Reload a run's saved model and evaluate it."""
     from imgcls.train import evaluate_run
 
-    try:
-        result = evaluate_run(run_dir, data, tta, checkpoint)
-    except _user_errors() as exc:
-        _fail(str(exc))
-    console.print_json(json.dumps(result))
+    console.print_json(json.dumps(evaluate_run(run_dir, data, tta, checkpoint)))
 
 
 @app.command()
@@ -133,11 +181,10 @@ def predict(
     images: Annotated[list[str] | None, typer.Argument(
         help="Image files, folders (searched recursively) or glob patterns.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Classes shown per image.", min=1)] = 3,
-    output: Annotated[str, typer.Option(
-        "--format", help="table, csv or json (csv/json: one record per image, to stdout).")
-    ] = "table",
-    tta: Annotated[str, typer.Option(help="none, mirror or mirror_translate.")] = "none",
-    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    output: Annotated[OutputFormat, typer.Option(
+        "--format", help="csv/json: one record per image, to stdout.")] = "table",
+    tta: Annotated[TTA, typer.Option(help="Test-time augmentation.")] = "none",
+    checkpoint: CheckpointOption = "best",
     batch_size: Annotated[int, typer.Option(min=1)] = 256,
     bench: Annotated[bool, typer.Option(
         help="Measure inference images/s of PyTorch and of its ONNX and TorchScript exports "
@@ -145,35 +192,20 @@ def predict(
 ) -> None:
     """Classify images with a trained run: top-k classes and probabilities per image.
     Unreadable files are reported and skipped."""
-    from imgcls.config import TTA
     from imgcls.deploy.predictor import load
 
-    if output not in ("table", "csv", "json"):
-        _fail(f"--format {output!r}: valid: table, csv, json")
-    if tta not in TTA.__args__:
-        _fail(f"--tta {tta!r}: valid: {', '.join(TTA.__args__)}")
     if not images and not bench:
         _fail("give images to classify (files, folders or globs), or --bench")
-    try:
-        predictor = load(run_dir, checkpoint)
-    except _user_errors() as exc:
-        _fail(str(exc))
+    predictor = load(run_dir, checkpoint)
     if bench:
         return _print_bench(predictor, images or [], batch_size)
     result = predictor.predict(images, top_k, tta, batch_size)
-    for problem in result.skipped:  # on stderr: stdout stays valid CSV / JSON
-        typer.echo(f"skipped {problem}", err=True)
+    for problem in result.skipped:  # a message, on stderr: stdout stays valid CSV / JSON
+        log.warning(f"skipped {problem}")
     if output == "json":
-        typer.echo(json.dumps([p.as_dict() for p in result.items], indent=1))
+        typer.echo(result.to_json())
     elif output == "csv":
-        import csv
-        import sys
-
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["image", "rank", "class", "probability"])
-        for p in result.items:
-            for rank, (c, prob) in enumerate(zip(p.classes, p.probabilities, strict=True), 1):
-                writer.writerow([p.source, rank, c, f"{prob:.6f}"])
+        typer.echo(result.to_csv(), nl=False)
     else:
         table = Table("image", *[f"#{i + 1}" for i in range(min(top_k, len(predictor.classes)))],
                       title=f"{len(result.items)} image(s), {run_dir}")
@@ -189,38 +221,38 @@ def predict(
 def _print_bench(predictor, images: list[str], batch_size: int) -> None:
     from imgcls.deploy.bench import inference_speed
 
-    try:
-        rows = inference_speed(predictor, images, batch_size)
-    except _user_errors() as exc:
-        _fail(str(exc))
-    for row in rows:
+    for row in inference_speed(predictor, images, batch_size):
         console.print(f"{row['engine']}: {row['images_per_second']:.0f} images/s "
                       f"(batch {batch_size}, {row['images']} images, median of "
                       f"{row['repeats']})", highlight=False)
 
 
+def _images_or_all(text: str) -> int | None:
+    """--verify: a number of test images, or 'all' of them (None)."""
+    if text == "all":
+        return None
+    if not text.isdigit():
+        raise typer.BadParameter("a number of images, or 'all'")
+    return int(text)
+
+
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
-    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="File format.")] = "onnx",
     out: Annotated[Path | None, typer.Option(
         help="Output file (default RUN_DIR/export/model.onnx or model.torchscript.pt).")
     ] = None,
-    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
-    verify: Annotated[str, typer.Option(
+    checkpoint: CheckpointOption = "best",
+    verify: Annotated[int | None, typer.Option(
+        parser=_images_or_all, metavar="N|all",
         help="Test images to verify the export on: a number, or 'all'.")] = "256",
 ) -> None:
     """Export a run's model (normalization included; uint8 NHWC RGB input, dynamic batch),
     verified against PyTorch on the run's test images; a failed check keeps no file."""
-    from imgcls.deploy.export import ExportError, export_run
+    from imgcls.deploy.export import export_run
 
-    if verify != "all" and not verify.isdigit():
-        _fail(f"--verify {verify!r}: a number of images, or 'all'")
-    try:
-        path, info = export_run(run_dir, fmt, out, checkpoint,
-                                None if verify == "all" else int(verify))
-    except (*_user_errors(), ExportError) as exc:
-        _fail(str(exc))
+    path, info = export_run(run_dir, fmt, out, checkpoint, verify)
     check = info["verification"]
     console.print(f"[bold]{path}[/bold] (+ {path.name}.json): verified on {check['images']} "
                   f"test images, max |logit diff| {check['max_abs_logit_diff']:.2g} (tolerance "
@@ -246,12 +278,8 @@ def runs(
     """A table of runs with their key metrics, experiment runs included."""
     from imgcls.tracking.table import COLUMNS, run_rows
 
-    try:
-        rows = run_rows(root, where, sort)
-    except _user_errors() as exc:
-        _fail(str(exc))
     table = Table(*COLUMNS)
-    for row in rows:
+    for row in run_rows(root, where, sort):
         table.add_row(*row)
     console.print(table)
 
@@ -271,33 +299,10 @@ def compare(
                     ] = True,
 ) -> None:
     """Mean, spread, 95% CI and Welch's t-test of groups of runs, across experiments."""
-    from imgcls.experiment.results import compare as compare_groups
-    from imgcls.experiment.spec import SUMMARY_METRICS
-    from imgcls.tracking.records import find_runs
-    from imgcls.tracking.table import parse_where, select
+    from imgcls.experiment.results import compare_runs
 
-    try:
-        if metric not in SUMMARY_METRICS:
-            raise ValueError(f"--metric {metric!r}: valid: {', '.join(SUMMARY_METRICS)}")
-        records = select(find_runs(paths), parse_where(where))
-        if by is not None and records and all(r.value(by) is None for r in records):
-            raise ValueError(f"--by {by!r}: no run has this key")
-
-        def group_of(r):
-            return f"{by}={r.value(by)}" if by else str(r.config.get("name", r.path.name))
-
-        names = sorted({group_of(r) for r in records})
-        _, _, higher = SUMMARY_METRICS[metric]
-        groups = compare_groups(records, group_of, metric, baseline, names)
-        if sort:
-            base = [g for g in groups if g.is_baseline]
-            rest = sorted((g for g in groups if not g.is_baseline),
-                          key=lambda g: -1e9 if g.spread is None else
-                          (g.spread.mean if higher else -g.spread.mean), reverse=True)
-            groups = base + rest
-    except _user_errors() as exc:
-        _fail(str(exc))
-    _print_groups(groups, metric, f"{len(records)} runs: {metric}")
+    groups = compare_runs(paths, by, where, metric, baseline, sort)
+    _print_groups(groups, metric, f"{sum(len(g.runs) for g in groups)} runs: {metric}")
 
 
 WorkersOption = Annotated[int, typer.Option(
@@ -322,6 +327,22 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def _run_workers(args: list[str], workers: int) -> None:
+    """`--workers K`: K copies of this command; the first failing one's exit status is ours."""
+    from imgcls.experiment.workers import run_workers
+
+    code = run_workers(args, workers)
+    if code:
+        raise typer.Exit(code)
+
+
+def _print_rows(rows: list[dict[str, str]], title: str) -> None:
+    table = Table(*rows[0], title=title)
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
+
+
 def _print_groups(groups, metric: str, title: str) -> None:
     from imgcls.experiment.results import table_rows
 
@@ -329,10 +350,7 @@ def _print_groups(groups, metric: str, title: str) -> None:
     if not rows:
         console.print("no runs found")
         return
-    table = Table(*rows[0], title=title)
-    for row in rows:
-        table.add_row(*row.values())
-    console.print(table)
+    _print_rows(rows, title)
     for group in groups:
         if group.verdict:
             console.print(f"  {group.verdict}", highlight=False, soft_wrap=True)
@@ -346,36 +364,20 @@ def sweep(
     threads: ThreadsOption = None,
 ) -> None:
     """Run every variant x seed of an experiment; rerun the same command to resume."""
-    from imgcls.experiment.results import experiment_groups, markdown_table, table_rows
-    from imgcls.experiment.sweep import run_sweep, slots
-    from imgcls.tracking.io import atomic_write_text
+    from imgcls.experiment.results import experiment_groups
+    from imgcls.experiment.sweep import run_sweep, slots, write_results
 
-    try:
-        plan, exp_dir = _experiment(experiment, out)
-        total = len(slots(plan, exp_dir))
-        console.print(f"[bold]{plan.name}[/bold]: {len(plan.variants)} variants x "
-                      f"{len(plan.seeds)} seeds = {total} runs in {exp_dir}")
-        if workers > 1:
-            code = run_workers_cli(["sweep", str(experiment), "--out", str(exp_dir)], workers)
-            if code:
-                raise typer.Exit(code)
-        else:
-            _set_threads(threads)
-            outcomes = run_sweep(plan, exp_dir, lambda m: console.print(m, highlight=False))
-            busy = outcomes.get("busy", [])
-            if busy:
-                console.print(f"{len(busy)} run(s) are being trained by other processes: "
-                              f"{', '.join(busy)}")
+    plan, exp_dir = _experiment(experiment, out)
+    log.info(f"{plan.name}: {len(plan.variants)} variants x {len(plan.seeds)} seeds = "
+             f"{len(slots(plan, exp_dir))} runs in {exp_dir}")
+    if workers > 1:
+        _run_workers(["sweep", str(experiment), "--out", str(exp_dir)], workers)
+        groups = write_results(exp_dir)
+    else:
+        _set_threads(threads)
+        run_sweep(plan, exp_dir)
         _, groups = experiment_groups(exp_dir)
-    except _user_errors() as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        console.print("interrupted; run the same command again to resume")
-        raise typer.Exit(130) from None
-    metric = plan.spec.metric
-    atomic_write_text(exp_dir / "results.md", markdown_table(table_rows(groups, metric)) + "\n"
-                      + "".join(f"- {g.verdict}\n" for g in groups if g.verdict))
-    _print_groups(groups, metric, f"{plan.name}: {metric}")
+    _print_groups(groups, plan.spec.metric, f"{plan.name}: {plan.spec.metric}")
 
 
 @app.command()
@@ -387,47 +389,31 @@ def tune(
 ) -> None:
     """Hyperparameter search (Optuna); rerun the same command to resume the study."""
     from imgcls.experiment.tune import (
+        BEST,
         open_study,
         requeue_interrupted,
         run_tune,
         storage_url,
+        summarize,
         trial_rows,
         write_best,
     )
 
-    try:
-        plan, exp_dir = _experiment(experiment, out)
-        settings = plan.spec.tune
-        console.print(f"[bold]{plan.name}[/bold]: {settings.trials} trials, {settings.sampler} "
-                      f"sampler, {settings.pruner} pruner, {settings.direction} "
-                      f"{settings.metric}; study in {storage_url(plan, exp_dir)}",
-                      soft_wrap=True)
-        if workers > 1:
-            for number in requeue_interrupted(open_study(plan, exp_dir)):
-                console.print(f"trial {number} was interrupted; queued to resume")
-            code = run_workers_cli(["tune", str(experiment), "--out", str(exp_dir)], workers)
-            if code:
-                raise typer.Exit(code)
-            study = open_study(plan, exp_dir)
-        else:
-            _set_threads(threads)
-            study = run_tune(plan, exp_dir, lambda m: console.print(m, highlight=False))
-    except _user_errors() as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        console.print("interrupted; run the same command again to resume the study")
-        raise typer.Exit(130) from None
-    rows = trial_rows(study, exp_dir)
-    table = Table(*rows[0], title=f"{plan.name}: trials")
-    for row in rows:
-        table.add_row(*row.values())
-    console.print(table)
-    states = [r["state"] for r in rows]
-    best = write_best(plan, study, exp_dir / "best.yaml")
-    console.print(f"{states.count('complete')} complete, {states.count('pruned')} pruned, "
-                  f"{states.count('fail')} failed; best trial {study.best_trial.number}: "
-                  f"{settings.metric} {study.best_value:.4f} with {study.best_params}")
-    console.print(f"best config: {best}  (run it: imgcls train {best})", highlight=False)
+    plan, exp_dir = _experiment(experiment, out)
+    settings = plan.spec.tune
+    log.info(f"{plan.name}: {settings.trials} trials, {settings.sampler} sampler, "
+             f"{settings.pruner} pruner, {settings.direction} {settings.metric}; study in "
+             f"{storage_url(plan, exp_dir)}")
+    if workers > 1:
+        requeue_interrupted(open_study(plan, exp_dir))
+        _run_workers(["tune", str(experiment), "--out", str(exp_dir)], workers)
+        study = open_study(plan, exp_dir)
+        write_best(plan, study, exp_dir / BEST)
+    else:
+        _set_threads(threads)
+        study = run_tune(plan, exp_dir)
+    _print_rows(trial_rows(study, exp_dir), f"{plan.name}: trials")
+    console.print(summarize(plan, study, exp_dir), highlight=False)
 
 
 @app.command()
@@ -437,11 +423,7 @@ def report(
     """Write PATH/report/report.html (figures embedded) and the figures as PNG files."""
     from imgcls.report import create_report
 
-    try:
-        html_path = create_report(path)
-    except _user_errors() as exc:
-        _fail(str(exc))
-    console.print(f"report: {html_path}", highlight=False)
+    console.print(f"report: {create_report(path)}", highlight=False)
 
 
 @app.command()
@@ -466,7 +448,13 @@ def models(
     markdown: Annotated[bool, typer.Option(help="Print a markdown table.")] = False,
 ) -> None:
     """The model zoo: parameters, forward GFLOPs and (with --bench) training speed."""
-    from imgcls.models.catalog import matching_names, model_rows
+    from imgcls.models.catalog import (
+        layers_listing,
+        matching_names,
+        model_rows,
+        summary_listing,
+        table_row,
+    )
 
     names, total = matching_names(pattern)
     if not names:
@@ -475,104 +463,32 @@ def models(
     if (summary or layers) and len(names) != 1:
         _fail(f"{'--summary' if summary else '--layers'} needs one model; {pattern!r} matches "
               f"{total}: {', '.join(names[:8])}{'...' if total > 8 else ''}")
-    if summary:
-        return _print_summary(names[0], input_size, num_classes, depth, small_input)
-    if layers:
-        return _print_layers(names[0], num_classes, small_input)
+    if summary or layers:
+        listing = (summary_listing(names[0], input_size, num_classes, depth, small_input)
+                   if summary else layers_listing(names[0], num_classes, small_input))
+        _print_rows(listing.rows, listing.title)
+        for note in listing.notes:
+            console.print(note, highlight=False)
+        return
     rows = []
     with console.status("measuring...") as status:
         for row in model_rows(names, input_size, num_classes, bench, batch_size, small_input):
             status.update(f"measured {row['model']}")
-            rows.append(row)
-    headers = ["model", "source", "params", f"GFLOPs @{input_size}px"]
-    headers += [f"train img/s (batch {batch_size})"] if bench else []
-    headers += ["about"]
-    cells = []
-    for row in rows:
-        if "error" in row:
-            cells.append([row["model"], row["source"], "-", "-"] + (["-"] if bench else [])
-                         + [row["error"]])
-            continue
-        cells.append([row["model"], row["source"], f"{row['params']:,}",
-                      f"{row['gflops']:.3g}"]
-                     + ([f"{row['images_per_second']:.0f}"] if bench else []) + [row["about"]])
+            rows.append(table_row(row, input_size, bench, batch_size))
     if markdown:
         from imgcls.experiment.results import markdown_table
 
-        console.print(markdown_table([dict(zip(headers, c, strict=True)) for c in cells]),
-                      highlight=False, markup=False, soft_wrap=True)
-    else:
-        table = Table(title=f"{len(rows)} model(s)"
-                      + (f" of {total} matching; narrow the pattern" if total > len(rows) else ""))
-        for header in headers:
-            table.add_column(header, no_wrap=header != "about", overflow="fold")
-        for c in cells:
-            table.add_row(*c)
-        console.print(table)
-    if pattern is None and not markdown:
+        console.print(markdown_table(rows), highlight=False, markup=False, soft_wrap=True)
+        return
+    table = Table(title=f"{len(rows)} model(s)"
+                  + (f" of {total} matching; narrow the pattern" if total > len(rows) else ""))
+    for header in rows[0]:
+        table.add_column(header, no_wrap=header != "about", overflow="fold")
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
+    if pattern is None:
         console.print("and every timm model as timm:<name>: `imgcls models 'timm:resnet*'`")
-
-
-def _print_summary(name: str, input_size: int, num_classes: int, depth: int | None,
-                   small_input: bool) -> None:
-    from imgcls.models import create_model
-    from imgcls.models.profile import (
-        count_parameters,
-        forward_gflops,
-        layer_summary,
-        statistics_count,
-    )
-
-    try:
-        model = create_model(name, num_classes, input_size, small_input)
-    except ValueError as exc:
-        _fail(str(exc))
-    table = Table("layer (type)", "output shape", "params",
-                  title=f"{name}: {num_classes} classes, input 3 x {input_size} x {input_size}")
-    for layer in layer_summary(model, input_size, depth):
-        table.add_row(f"{layer.name} ({layer.kind})", layer.output_shape, f"{layer.params:,}")
-    console.print(table)
-    trainable, frozen = count_parameters(model)
-    stats = statistics_count(model)
-    console.print(f"Total params: {trainable + frozen:,}\nTrainable params: {trainable:,}\n"
-                  f"Non-trainable params: {frozen:,}", highlight=False)
-    if stats:
-        keras_total = trainable + frozen + stats
-        console.print(f"BatchNorm statistics (buffers): {stats:,}; Keras counts them as "
-                      f"non-trainable params, so its total would read {keras_total:,}",
-                      highlight=False)
-    console.print(f"Forward: {forward_gflops(model, input_size):.3g} GFLOPs per image",
-                  highlight=False)
-
-
-def _print_layers(name: str, num_classes: int, small_input: bool) -> None:
-    from imgcls.models import create_model
-    from imgcls.models.parts import head_name, layers, stages
-
-    try:
-        model = create_model(name, num_classes, small_input=small_input)
-    except ValueError as exc:
-        _fail(str(exc))
-    modules = dict(model.named_modules())
-    blocks = stages(model)
-    stage_of = {p: label for label, params in blocks for p in params}
-    table = Table("fine_tune_at", "layer", "type", "params", "stage",
-                  title=f"{name}: layers with weights (head: {head_name(model)})")
-    for index, layer in enumerate(layers(model)):
-        own = list(modules[layer].parameters(recurse=False))
-        first = next(n for n, _ in model.named_parameters() if n.startswith(layer + "."))
-        table.add_row(str(index), layer, type(modules[layer]).__name__,
-                      f"{sum(p.numel() for p in own):,}", stage_of.get(first, ""))
-    console.print(table)
-    console.print("last_stages: K trains the last K of "
-                  + ", ".join(label for label, _ in blocks), highlight=False)
-
-
-def run_workers_cli(args: list[str], workers: int) -> int:
-    from imgcls.experiment.workers import run_workers
-
-    return run_workers(args, workers, lambda line: console.print(line, highlight=False,
-                                                                 markup=False))
 
 
 @data_app.command("info")
@@ -583,10 +499,7 @@ def data_info(
     """Images per class and split, as the config's data section sees them."""
     from imgcls.data import load_data
 
-    try:
-        splits = load_data(load_config(config, set_).data)
-    except _user_errors() as exc:
-        _fail(str(exc))
+    splits = load_data(load_config(config, set_).data)
     counts = splits.counts()
     table = Table("class", *counts, title=f"{len(splits.classes)} classes, "
                   f"{splits.image_size}x{splits.image_size} px"
@@ -640,28 +553,25 @@ def augment_preview(
     from imgcls.data import load_data
     from imgcls.report.plots import save_figure
 
-    try:
-        raw = read_yaml(config)
-        if {"base", "variants", "grid"} & set(raw):  # an experiment: its variants
-            plan, _ = _experiment(config, None)
-            configs = {name: plan.config(name, plan.seeds[0]) for name, _ in plan.variants}
-            cfg = next(iter(configs.values()))
-            blocks = {name: create_augment(c.augment) for name, c in configs.items()}
-        else:
-            cfg = load_config(config, set_)
-            ops = create_augment(cfg.augment)
-            blocks = {str(o.spec()): [o] for o in ops}
-            if len(ops) > 1:
-                blocks["all of the above, in order"] = ops
-        if op:
-            blocks = {text: [build_op(yaml.safe_load(text))] for text in op}
-        if not blocks:
-            _fail(f"{config}: augment.ops is empty; nothing to preview (try --op randaugment)")
-        data = load_data(cfg.data).train
-        picked = data.images[pick_images(data.labels, images, seed)]
-        rows = {name: augmented_rows(ops, picked, versions, seed) for name, ops in blocks.items()}
-    except _user_errors() as exc:
-        _fail(str(exc))
+    raw = read_yaml(config)
+    if {"base", "variants", "grid"} & set(raw):  # an experiment: its variants
+        plan, _ = _experiment(config, None)
+        configs = {name: plan.config(name, plan.seeds[0]) for name, _ in plan.variants}
+        cfg = next(iter(configs.values()))
+        blocks = {name: create_augment(c.augment) for name, c in configs.items()}
+    else:
+        cfg = load_config(config, set_)
+        ops = create_augment(cfg.augment)
+        blocks = {str(o.spec()): [o] for o in ops}
+        if len(ops) > 1:
+            blocks["all of the above, in order"] = ops
+    if op:
+        blocks = {text: [build_op(yaml.safe_load(text))] for text in op}
+    if not blocks:
+        _fail(f"{config}: augment.ops is empty; nothing to preview (try --op randaugment)")
+    data = load_data(cfg.data).train
+    picked = data.images[pick_images(data.labels, images, seed)]
+    rows = {name: augmented_rows(ops, picked, versions, seed) for name, ops in blocks.items()}
     save_figure(preview_figure(rows, f"{config.name}: {len(rows)} augmentation(s)"), out)
     console.print(f"wrote {out} ({len(rows)} blocks x {images} images x {versions} versions)")
 

@@ -36,49 +36,109 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    source: str = "cifar10"  # a data source: cifar10, cifar100, folder
-    path: str | None = None  # archive, folder or download target; None = the cache dir
-    image_size: int | None = Field(None, ge=8, le=1024)  # None = the source's native size
-    resize: Literal["center_crop", "squash", "pad"] = "center_crop"
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # folders without a test/ split only
-    labels: Literal["fine", "coarse"] = "fine"  # cifar100 only
-    on_corrupt: Literal["skip", "error"] = "skip"
-    sha256: str | None = None  # expected checksum of the archive (overrides the official one)
-    url: str | None = None  # download from here instead of the official URL (file:// works)
-    download: bool = True
-    cache_dir: str | None = None  # default: $IMGCLS_CACHE or ~/.cache/imgcls
-    train_subset: int | None = Field(None, ge=1)  # stratified subset of the training data
-    split_seed: int = 0  # fixes the val/test split across run seeds
-    in_memory: bool | None = None  # None: if the images take under half the free memory
+    source: str = Field(
+        "cifar10", description="The data source: `cifar10`, `cifar100` (the official "
+        "\"python version\" archives) or `folder` (one sub-folder per class, optionally under "
+        "`train/` and `test/` or `val/`).")
+    path: str | None = Field(
+        None, description="An archive (`.tar.gz`, `.tgz`, `.tar`, `.zip`, extracted once into "
+        "the cache), a folder, or where to download to. None: the cache dir.")
+    image_size: int | None = Field(
+        None, ge=8, le=1024, description="Square side in pixels the images are decoded and "
+        "stored at; folders of mixed sizes need it. None: the source's native size.")
+    resize: Literal["center_crop", "squash", "pad"] = Field(
+        "center_crop", description="How `folder` images are brought to `image_size`: "
+        "`center_crop` scales the short side and cuts the centre square (keeps the aspect "
+        "ratio, drops the edges); `squash` scales both sides (keeps everything, distorts, as "
+        "Keras' `image_dataset_from_directory`); `pad` scales the long side and pads with "
+        "black (keeps both).")
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Stratified validation split taken from the "
+        "training data. 0: no validation split; a monitored `val_*` metric then falls back "
+        "to its `train_*` twin.")
+    test_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Stratified test split, for folders without a "
+        "`test/` or `val/` split only.")
+    labels: Literal["fine", "coarse"] = Field(
+        "fine", description="CIFAR-100 only: `fine` (100 classes) or `coarse` (20).")
+    on_corrupt: Literal["skip", "error"] = Field(
+        "skip", description="Unreadable or non-image files: `skip` (listed by `imgcls data "
+        "info`, in `preprocess.json` and counted in `summary.json`) or `error`.")
+    sha256: str | None = Field(
+        None, description="Expected SHA-256 of the archive, checked before anything in it "
+        "is read (overrides the official checksum); required for your own CIFAR-format "
+        "archives.")
+    url: str | None = Field(
+        None, description="Download from here instead of the official URL (`https://`, "
+        "`file://`).")
+    download: bool = Field(
+        True, description="Allow downloading a missing archive; false: fail with a message "
+        "saying where to put it.")
+    cache_dir: str | None = Field(
+        None, description="Where decoded arrays, extracted archives and downloads are kept. "
+        "None: `$IMGCLS_CACHE` or `~/.cache/imgcls`.")
+    train_subset: int | None = Field(
+        None, ge=1, description="Train on a stratified subset of this many images. None: "
+        "all of the training data.")
+    split_seed: int = Field(
+        0, description="Fixes the val/test split independently of `seed`, so repeated runs "
+        "with different seeds share it.")
+    in_memory: bool | None = Field(
+        None, description="Keep the decoded images in memory, on the training device; "
+        "false: read each batch from the memory-mapped cache file (same ops, same batches). "
+        "None: in memory when they take under half the free memory.")
 
 
 class ModelConfig(Strict):
-    name: str = "fastnet94"
-    args: dict[str, Any] = Field(default_factory=dict)  # extra keyword arguments
-    small_input: bool = False  # timm models: stride-1 stem, no stem max-pool (32-64 px)
-    dropout: float | None = Field(None, ge=0, lt=1)  # None: the model's own default
-    drop_path: float | None = Field(None, ge=0, lt=1)  # stochastic depth (timm models)
-    # transfer learning: true = timm's hub weights; or a state dict / safetensors file, an
-    # imgcls checkpoint or run folder. The head is replaced for this run's classes.
-    pretrained: bool | str = False
-    # what the network sees; None: what the pretrained weights were trained on, else the
-    # data's size. Batches are resized to it on the fly (e.g. 72 px data -> 224 px model).
-    input_size: int | None = Field(None, ge=8, le=1024)
-    mean: tuple[float, float, float] | None = None  # None: the weights', else the data's
+    name: str = Field(
+        "fastnet94", description="A registered model (`imgcls models`, docs/models.md) or "
+        "`timm:<any timm model>`.")
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword arguments for the model's "
+        "constructor (`dropout`, `global_pool`, timm's `drop_rate`, `in_chans`, ...).")
+    small_input: bool = Field(
+        False, description="`timm:` models only: a stride-1 stem conv and no stem max-pool, "
+        "for 32-64 px images.")
+    dropout: float | None = Field(
+        None, ge=0, lt=1, description="Dropout, for models that have a dropout argument "
+        "(`timm:` models get it as `drop_rate`). None: the model's own default.")
+    drop_path: float | None = Field(
+        None, ge=0, lt=1, description="Drop-path rate (stochastic depth), for `timm:` models "
+        "(`drop_path_rate`). None: the model's own default.")
+    pretrained: bool | str = Field(
+        False, description="Transfer learning: true = timm's hub weights; or a state dict "
+        "(`.pth`, `.pt`, `.bin`) or `.safetensors` file, an imgcls checkpoint or run folder. "
+        "The head is replaced for this run's classes (docs/transfer.md).")
+    input_size: int | None = Field(
+        None, ge=8, le=1024, description="What the network sees; batches are resized to it "
+        "on the fly (e.g. 72 px data -> 224 px model). None: what the pretrained weights "
+        "were trained on, else `data.image_size`.")
+    mean: tuple[float, float, float] | None = Field(
+        None, description="Per-channel (RGB) normalization mean, on the 0-1 scale. None: the "
+        "pretrained weights', else the training images' channel means.")
     std: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)],
-               Annotated[float, Field(gt=0)]] | None = None
-    interpolation: Literal["bilinear", "bicubic"] | None = None  # None: the weights' or bilinear
+               Annotated[float, Field(gt=0)]] | None = Field(
+        None, description="Per-channel (RGB) normalization standard deviation, on the 0-1 "
+        "scale, each > 0. None: the pretrained weights', else the training images'.")
+    interpolation: Literal["bilinear", "bicubic"] | None = Field(
+        None, description="The filter that resizes batches to `input_size`. None: the "
+        "pretrained weights' (`bicubic` for most timm models), else `bilinear`.")
 
 
 
 class MixConfig(Strict):
     """MixUp / CutMix; off while both alphas are 0."""
 
-    mixup_alpha: float = Field(0.0, ge=0)  # Beta(alpha, alpha) mixing weights
-    cutmix_alpha: float = Field(0.0, ge=0)
-    prob: float = Field(1.0, ge=0, le=1)  # share of images mixed
-    switch_prob: float = Field(0.5, ge=0, le=1)  # CutMix instead of MixUp, when both are on
+    mixup_alpha: float = Field(
+        0.0, ge=0, description="MixUp: mixing weights drawn from Beta(alpha, alpha); 0: no "
+        "MixUp.")
+    cutmix_alpha: float = Field(
+        0.0, ge=0, description="CutMix: the partner's pasted box covers 1 - lam of the image, "
+        "lam ~ Beta(alpha, alpha); 0: no CutMix.")
+    prob: float = Field(1.0, ge=0, le=1, description="Share of the images mixed.")
+    switch_prob: float = Field(
+        0.5, ge=0, le=1, description="When both alphas are on: the share of mixed images "
+        "that get CutMix instead of MixUp.")
 
     @property
     def enabled(self) -> bool:
@@ -89,8 +149,16 @@ class AugmentConfig(Strict):
     """`ops` run in order on every training batch; each entry is an op or policy name or a
     mapping `{name: ..., p: ..., <the op's keys>}` (`imgcls augment list`)."""
 
-    ops: list[str | dict[str, Any]] = Field(default_factory=lambda: ["flip"])
-    mix: MixConfig = Field(default_factory=MixConfig)
+    ops: list[str | dict[str, Any]] = Field(
+        default_factory=lambda: ["flip"], description="Ops and policies run in order on every "
+        "training batch, on the training device, each image drawing its own parameters: a "
+        "name, or `{name: ..., p: ..., <the op's keys>}` (`imgcls augment list`, "
+        "docs/augmentation.md). `[]`: no augmentation. The foundation's shorthand "
+        "`augment.flip: none|random|alternate` and `augment.translate: PIXELS` is still read "
+        "and becomes ops.")
+    mix: MixConfig = Field(
+        default_factory=MixConfig, description="MixUp / CutMix, run after normalization "
+        "(they mix the labels too).")
 
     @model_validator(mode="before")
     @classmethod
@@ -121,57 +189,113 @@ class SAMConfig(Strict):
     """Sharpness-aware minimization around the chosen optimizer: each step first climbs to
     the worst point within `rho` of the weights, then takes the gradient there."""
 
-    rho: float = Field(0.05, gt=0)  # radius of the neighbourhood (ASAM papers use ~0.5-2)
-    adaptive: bool = False  # ASAM: the radius scales with each weight's magnitude
+    rho: float = Field(
+        0.05, gt=0, description="Radius of the neighbourhood (the ASAM papers use about "
+        "0.5-2).")
+    adaptive: bool = Field(
+        False, description="ASAM: the radius scales with each weight's magnitude.")
 
 
 class OptimConfig(Strict):
-    name: str = "sgd"
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)  # sgd, rmsprop, muon (its non-filter groups)
-    nesterov: bool = True
-    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw, lion (Lion's paper: 0.9, 0.99)
-    eps: float = Field(1e-8, gt=0)
-    rho: float = Field(0.9, gt=0, lt=1)  # adadelta, rmsprop: decay of the squared-gradient mean
-    # the optimizer's own decay: decoupled (w -= lr * wd * w) in adamw, lion; added to the
-    # gradient (= an L2 penalty) in sgd, adam, adadelta, rmsprop and muon's non-filter groups
-    weight_decay: float = Field(5e-4, ge=0)
-    norm_weight_decay: float = Field(0.0, ge=0)  # for norm layers and biases
-    norm_lr_scale: float = Field(1.0, gt=0)  # their lr = lr * norm_lr_scale
-    # explicit penalty l2/2 * sum(w^2) added to the loss, as Keras regularizers and note 003
-    l2: float = Field(0.0, ge=0)
-    norm_l2: float = Field(0.0, ge=0)  # the same for norm layers and biases
-    clip_grad_norm: float | None = Field(None, gt=0)  # rescale larger gradients to this norm
-    sam: SAMConfig | None = None
-    muon_lr: float = Field(0.02, gt=0)  # `muon` only: lr of the conv filters
-    muon_momentum: float = Field(0.95, ge=0, lt=1)
+    name: str = Field(
+        "sgd", description="The optimizer: `sgd` (momentum, Nesterov), `adam`, `adamw`, "
+        "`adadelta`, `rmsprop`, `lion`, `muon` (Muon on the conv filters + Nesterov SGD on "
+        "the rest); docs/training.md.")
+    lr: float = Field(
+        0.1, gt=0, description="Learning rate of the weights (the schedule multiplies it).")
+    momentum: float = Field(
+        0.9, ge=0, lt=1, description="Momentum of `sgd`, `rmsprop` and `muon`'s non-filter "
+        "groups.")
+    nesterov: bool = Field(
+        True, description="Nesterov momentum (`sgd`, `muon`), when momentum > 0.")
+    betas: tuple[float, float] = Field(
+        (0.9, 0.999), description="The two momentum decays of `adam`, `adamw`, `lion` "
+        "(Lion's paper: [0.9, 0.99]).")
+    eps: float = Field(
+        1e-8, gt=0, description="The denominator's epsilon (`adam`, `adamw`, `adadelta`, "
+        "`rmsprop`), as in PyTorch.")
+    rho: float = Field(
+        0.9, gt=0, lt=1, description="`adadelta`, `rmsprop`: decay of the squared-gradient "
+        "mean (Adadelta's rho, RMSprop's alpha, as Keras names them).")
+    weight_decay: float = Field(
+        5e-4, ge=0, description="The optimizer's own decay of the weights (matrices and "
+        "filters): decoupled (`w -= lr * wd * w`) in `adamw`, `lion`; added to the gradient "
+        "(= an L2 penalty) in `sgd`, `adam`, `adadelta`, `rmsprop` and `muon`'s non-filter "
+        "groups.")
+    norm_weight_decay: float = Field(
+        0.0, ge=0, description="The same decay for norm-layer parameters and biases (none "
+        "by default).")
+    norm_lr_scale: float = Field(
+        1.0, gt=0, description="Learning rate of norm-layer parameters and biases, relative "
+        "to `lr` (theirs = lr * norm_lr_scale).")
+    l2: float = Field(
+        0.0, ge=0, description="Explicit penalty `l2/2 * sum(w^2)` on the weights added to "
+        "the loss, as Keras regularizers and note 003.")
+    norm_l2: float = Field(
+        0.0, ge=0, description="The same penalty for norm-layer parameters and biases.")
+    clip_grad_norm: float | None = Field(
+        None, gt=0, description="Rescale gradients whose total norm exceeds this (after "
+        "unscaling with fp16). None: no clipping.")
+    sam: SAMConfig | None = Field(
+        None, description="SAM / ASAM around the optimizer, e.g. `{rho: 0.05, adaptive: "
+        "false}` (not with `train.amp: fp16`). None: off.")
+    muon_lr: float = Field(
+        0.02, gt=0, description="`muon` only: learning rate of the conv filters.")
+    muon_momentum: float = Field(
+        0.95, ge=0, lt=1, description="`muon` only: momentum of the conv filters.")
 
 
 class PlateauConfig(Strict):
     """Keras's ReduceLROnPlateau (note 002): lr x factor when `monitor` has not improved by
     `min_delta` for `patience` epochs; then `cooldown` epochs of grace; never below min_lr."""
 
-    monitor: Metric = "val_loss"
-    mode: Literal["max", "min"] = "min"
-    factor: float = Field(0.1, gt=0, lt=1)
-    patience: int = Field(10, ge=1)
-    cooldown: int = Field(0, ge=0)
-    min_lr: float = Field(0.0, ge=0)  # floor for the logged (main group's) lr
-    min_delta: float = Field(1e-4, ge=0)
+    monitor: Metric = Field(
+        "val_loss", description="The epoch metric watched (`val_*` falls back to its "
+        "`train_*` twin without a validation split).")
+    mode: Literal["max", "min"] = Field(
+        "min", description="Whether `monitor` improves by going up (`max`) or down (`min`).")
+    factor: float = Field(
+        0.1, gt=0, lt=1, description="Every group's lr is multiplied by this on a plateau.")
+    patience: int = Field(
+        10, ge=1, description="Epochs without improvement before the lr is lowered.")
+    cooldown: int = Field(
+        0, ge=0, description="Epochs after a reduction that are not counted.")
+    min_lr: float = Field(
+        0.0, ge=0, description="Floor for the logged (main group's) lr.")
+    min_delta: float = Field(
+        1e-4, ge=0, description="The least change of `monitor` that counts as an "
+        "improvement.")
 
 
 class ScheduleConfig(Strict):
-    name: str = "cosine"
-    warmup_epochs: float = Field(0.0, ge=0)
-    start_factor: float = Field(0.0, ge=0)  # lr multiplier at step 0 of the warm-up
-    end_factor: float = Field(0.0, ge=0)  # lr multiplier at the last step
-    # step: x gamma every step_epochs; multistep: x gamma at each milestone epoch;
-    # exponential: x gamma per epoch. None: 0.1 for step/multistep, 0.95 for exponential
-    gamma: float | None = Field(None, gt=0, le=1)
-    step_epochs: float = Field(30, gt=0)
-    milestones: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list)
-    decay: float = Field(0.0, ge=0)  # inverse_time: lr / (1 + decay * step), Keras's `decay`
-    plateau: PlateauConfig = Field(default_factory=PlateauConfig)
+    name: str = Field(
+        "cosine", description="The lr schedule, a multiplier of each group's lr at every "
+        "step: `constant`, `linear`, `cosine`, `onecycle`, `step`, `multistep`, "
+        "`exponential`, `inverse_time` (Keras's `decay=`), `plateau` (ReduceLROnPlateau); "
+        "docs/training.md.")
+    warmup_epochs: float = Field(
+        0.0, ge=0, description="Linear warm-up from `start_factor` x lr over this many "
+        "epochs (fractions allowed); `onecycle`: its cosine warm-up.")
+    start_factor: float = Field(
+        0.0, ge=0, description="lr multiplier at step 0 of the warm-up.")
+    end_factor: float = Field(
+        0.0, ge=0, description="lr multiplier at the last step (`linear`, `cosine`, "
+        "`onecycle`).")
+    gamma: float | None = Field(
+        None, gt=0, le=1, description="`step`: x gamma every `step_epochs`; `multistep`: x "
+        "gamma at each milestone epoch; `exponential`: x gamma per epoch. None: 0.1 for "
+        "step/multistep, 0.95 for exponential.")
+    step_epochs: float = Field(
+        30, gt=0, description="`step`: epochs between multiplications by `gamma`.")
+    milestones: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=list, description="`multistep` (required there): the epochs at "
+        "which the lr is multiplied by `gamma`, e.g. [30, 60, 90].")
+    decay: float = Field(
+        0.0, ge=0, description="`inverse_time` (required > 0 there): lr / (1 + decay * "
+        "step), Keras's `decay`.")
+    plateau: PlateauConfig = Field(
+        default_factory=PlateauConfig, description="`plateau` only: its ReduceLROnPlateau "
+        "settings.")
 
     @model_validator(mode="after")
     def _schedule_defaults(self) -> ScheduleConfig:
@@ -187,45 +311,88 @@ class ScheduleConfig(Strict):
 
 
 class CheckpointConfig(Strict):
-    monitor: Metric = "val_accuracy"
-    mode: Literal["max", "min"] = "max"
+    monitor: Metric = Field(
+        "val_accuracy", description="The epoch metric that decides which epoch is `best.pt` "
+        "(`val_*` falls back to its `train_*` twin without a validation split).")
+    mode: Literal["max", "min"] = Field(
+        "max", description="Whether `monitor` is better higher (`max`) or lower (`min`).")
 
 
 class EarlyStoppingConfig(Strict):
-    monitor: Metric = "val_loss"
-    mode: Literal["max", "min"] = "min"
-    patience: int = Field(10, ge=1)
-    min_delta: float = Field(0.0, ge=0)
+    monitor: Metric = Field(
+        "val_loss", description="The epoch metric watched (`val_*` falls back to its "
+        "`train_*` twin without a validation split).")
+    mode: Literal["max", "min"] = Field(
+        "min", description="Whether `monitor` is better higher (`max`) or lower (`min`).")
+    patience: int = Field(
+        10, ge=1, description="Stop after this many epochs without improvement.")
+    min_delta: float = Field(
+        0.0, ge=0, description="The least change of `monitor` that counts as an "
+        "improvement.")
 
 
 class EMAConfig(Strict):
-    decay: float = Field(0.999, gt=0, lt=1)  # per optimizer step
-    warmup: bool = True  # decay min(decay, (1 + n) / (10 + n)) after n steps
+    decay: float = Field(
+        0.999, gt=0, lt=1, description="Decay of the moving average, per optimizer step.")
+    warmup: bool = Field(
+        True, description="Use the decay min(decay, (1 + n) / (10 + n)) after n steps.")
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(128, ge=1)
-    micro_batch_size: int | None = Field(None, ge=1)  # split batches, accumulate gradients
-    eval_batch_size: int = Field(1000, ge=1)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    loss_reduction: Literal["mean", "sum"] = "mean"  # sum: lr is per example (airbench)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["none", "bf16", "fp16"] = "none"  # CUDA only
-    channels_last: bool = True
-    deterministic: bool = False  # bitwise-repeatable kernels, for resume checks
-    threads: int | None = Field(None, ge=1)
-    # progressive resizing: the training image size of epochs 1, 2, ...; the last entry holds
-    # for the remaining epochs; empty: data.image_size throughout. Evaluation is at full size.
-    image_sizes: list[Annotated[int, Field(ge=4, le=1024)]] = Field(default_factory=list)
-    # scale: resize the whole image; crop: a random window of that size (objects keep their
-    # size, the network sees part of the image)
-    resize_mode: Literal["scale", "crop"] = "scale"
-    tta: TTA = "none"
-    ema: EMAConfig | None = None  # evaluate (and save as best.pt) a moving average of weights
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
-    early_stopping: EarlyStoppingConfig | None = None
-    tensorboard: bool = True
+    epochs: int = Field(
+        10, ge=1, description="Epochs to train; with `stages`, their sum (leave it out).")
+    batch_size: int = Field(
+        128, ge=1, description="Images per optimizer step; the global batch with `torchrun` "
+        "(a multiple of the number of processes).")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="Split each batch into micro-batches of this size and "
+        "accumulate their gradients: the same update, less memory. None: whole batches.")
+    eval_batch_size: int = Field(
+        1000, ge=1, description="Images per batch for validation and test.")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="Soft targets for the cross-entropy (0.2 in the fast "
+        "recipe).")
+    loss_reduction: Literal["mean", "sum"] = Field(
+        "mean", description="How the batch's losses are combined; `sum` makes the lr a "
+        "per-example lr (the airbench convention).")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where to train; `auto`: CUDA when available, else the CPU.")
+    amp: Literal["none", "bf16", "fp16"] = Field(
+        "none", description="Mixed precision: `bf16`, or `fp16` with loss scaling (CUDA "
+        "only; not with `optim.sam`).")
+    channels_last: bool = Field(
+        True, description="NHWC memory format (faster on CPUs and tensor cores).")
+    deterministic: bool = Field(
+        False, description="Deterministic kernels (`torch.use_deterministic_algorithms`): "
+        "bitwise-repeatable runs on CUDA, for resume checks.")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads. None: all cores, divided between the "
+        "processes on one machine under `torchrun`.")
+    image_sizes: list[Annotated[int, Field(ge=4, le=1024)]] = Field(
+        default_factory=list, description="Progressive resizing: the training image size of "
+        "epochs 1, 2, ..., e.g. [24, 24, 32]; the last entry holds for the remaining epochs. "
+        "Empty: the full size throughout. Validation and test always run at the full size.")
+    resize_mode: Literal["scale", "crop"] = Field(
+        "scale", description="How `image_sizes` shrinks a training batch: `scale` resizes "
+        "the whole image (bilinear, antialiased); `crop` takes a random window of that size, "
+        "the same for the whole batch (objects keep their size, the network sees part of the "
+        "image).")
+    tta: TTA = Field(
+        "none", description="Test-time augmentation for the final test: `mirror` (the image "
+        "and its mirror), `mirror_translate` (also 1-pixel shifts, as airbench); the plain "
+        "accuracy is reported too.")
+    ema: EMAConfig | None = Field(
+        None, description="An exponential moving average of the weights, e.g. `{decay: "
+        "0.999, warmup: true}`: validated, saved as `best.pt` and tested instead of the "
+        "weights. None: off.")
+    checkpoint: CheckpointConfig = Field(
+        default_factory=CheckpointConfig, description="Which epoch is saved as "
+        "`best.pt` (and tested).")
+    early_stopping: EarlyStoppingConfig | None = Field(
+        None, description="Stop when a metric stops improving, e.g. `{monitor: val_loss, "
+        "patience: 10}`. None: off.")
+    tensorboard: bool = Field(
+        True, description="Write TensorBoard event files into the run folder.")
 
 
 Trainable = Literal["head", "all"]
@@ -237,18 +404,32 @@ class StageConfig(Strict):
     `train` (head | all), `fine_tune_at` (a layer index or module name, Keras's way: it and
     everything after it train) or `last_stages` (the last K stages and the head)."""
 
-    name: str | None = None
-    epochs: int = Field(ge=1)
-    train: Trainable | None = None
-    fine_tune_at: int | str | None = None
-    last_stages: int | None = Field(None, ge=1)
-    layer_lr_decay: float | None = Field(None, gt=0, le=1)  # lr x this per stage from the head
-    optim: dict[str, Any] = Field(default_factory=dict)  # keys of `optim` to change
-    schedule: dict[str, Any] = Field(default_factory=dict)  # keys of `schedule` to change
-    # head-only stages: compute the frozen backbone's features once and train the head on
-    # them. auto: when the run has no augmentation; true: always (this stage then sees the
-    # images unaugmented, later stages augment them as configured); false: never
-    cache_features: Literal["auto"] | bool = "auto"
+    name: str | None = Field(None, description="Shown in logs and the stage times.")
+    epochs: int = Field(ge=1, description="This stage's epochs.")
+    train: Trainable | None = Field(
+        None, description="What trains: `head` (feature extraction, only the new head) or "
+        "`all`.")
+    fine_tune_at: int | str | None = Field(
+        None, description="Train from this layer on: an index N (Keras's "
+        "`base_model.layers[N:]`, counting layers that hold weights) or a module name such as "
+        "`layer3`; `imgcls models NAME --layers` numbers and names them.")
+    last_stages: int | None = Field(
+        None, ge=1, description="Train the last K stages and the head (timm's stage "
+        "grouping, or an imgcls model's top-level blocks).")
+    layer_lr_decay: float | None = Field(
+        None, gt=0, le=1, description="Discriminative learning rates: the head at the "
+        "stage's lr, the last stage at lr x d, the one before at lr x d^2, ... None: one lr.")
+    optim: dict[str, Any] = Field(
+        default_factory=dict, description="Keys of the run's `optim` this stage changes, "
+        "e.g. `{lr: 1.0e-5}`; each stage gets a fresh optimizer.")
+    schedule: dict[str, Any] = Field(
+        default_factory=dict, description="Keys of the run's `schedule` this stage changes; "
+        "each stage runs its schedule over its own epochs (`plateau` is run-wide only).")
+    cache_features: Literal["auto"] | bool = Field(
+        "auto", description="Head-only stages: compute the frozen backbone's features once "
+        "and train the head on them. `auto`: when the run has no augmentation; `true`: "
+        "always (this stage then sees the images unaugmented, later stages augment them as "
+        "configured; needs `train: head`); `false`: never.")
 
     @model_validator(mode="after")
     def _one_choice(self) -> StageConfig:
@@ -263,15 +444,30 @@ class StageConfig(Strict):
 
 
 class Config(Strict):
-    name: str = "run"
-    seed: int = 0
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    stages: list[StageConfig] = Field(default_factory=list)  # empty: one stage, all trains
+    name: str = Field("run", description="The run's name, used in the run folder's name.")
+    seed: int = Field(
+        0, description="Fixes the initialization, the data order, augmentation and dropout "
+        "(each epoch's draws are seeded by (seed, epoch)).")
+    data: DataConfig = Field(
+        default_factory=DataConfig, description="Where the images come from and how they "
+        "are split.")
+    model: ModelConfig = Field(
+        default_factory=ModelConfig, description="The network, its weights and the "
+        "preprocessing it sees.")
+    augment: AugmentConfig = Field(
+        default_factory=AugmentConfig, description="Training-batch augmentation and "
+        "MixUp / CutMix.")
+    optim: OptimConfig = Field(
+        default_factory=OptimConfig, description="The optimizer, its parameter groups and "
+        "regularizers.")
+    schedule: ScheduleConfig = Field(
+        default_factory=ScheduleConfig, description="The learning-rate schedule.")
+    train: TrainConfig = Field(
+        default_factory=TrainConfig, description="The training loop, evaluation and "
+        "checkpoints.")
+    stages: list[StageConfig] = Field(
+        default_factory=list, description="Staged training (transfer learning): "
+        "stages run in order, in one run. Empty: one stage in which everything trains.")
 
     @model_validator(mode="after")
     def _stages(self) -> Config:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 ROOT = "imgcls"
 
@@ -12,3 +13,26 @@ ROOT = "imgcls"
 def get_logger(name: str) -> logging.Logger:
     """The logger of module `name` (e.g. `imgcls.train.trainer`), under `imgcls`."""
     return logging.getLogger(name if name.startswith(ROOT) else f"{ROOT}.{name}")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Plain lines on whatever `sys.stderr` is when a message comes: test runners (pytest,
+    typer's CliRunner) swap it per test, and a stream captured once would outlive them.
+    Messages go to stderr so that stdout holds only a command's result (a table, CSV, JSON)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # emit runs under the handler's lock
+        super().emit(record)
+
+
+def configure_logging(level: int = logging.INFO) -> logging.Logger:
+    """Show imgcls' messages from `level` up on stderr, as plain lines. Safe to call again
+    (every command of one process, as in tests, calls it): the level changes, and the
+    handler is added only once."""
+    logger = logging.getLogger(ROOT)
+    logger.setLevel(level)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    return logger

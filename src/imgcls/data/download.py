@@ -8,7 +8,10 @@ import urllib.request
 from pathlib import Path
 
 from imgcls.data.base import DataError
+from imgcls.log import get_logger
 from imgcls.tracking.io import atomic_write
+
+log = get_logger(__name__)
 
 
 def file_digests(path: str | Path, *algorithms: str) -> list[str]:
@@ -41,7 +44,7 @@ def verify_checksum(path: str | Path, expected: str) -> str:
 
 def download(url: str, dest: Path) -> Path:
     """Download `url` (http(s) or file://) to `dest` atomically; never leaves a partial file."""
-    print(f"downloading {url} -> {dest}")
+    log.info(f"downloading {url} -> {dest}")
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
             atomic_write(dest, lambda f: shutil.copyfileobj(response, f, 1 << 20))

@@ -21,9 +21,10 @@ import torch
 from torch import nn
 
 from imgcls.data.images import resize_array
+from imgcls.deploy import ExportFormat
 from imgcls.tracking.io import atomic_write_json
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+FORMATS: dict[ExportFormat, str] = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 RTOL, ATOL = 1e-3, 1e-4  # logits: |exported - pytorch| <= ATOL + RTOL * |pytorch|
 
 
@@ -63,7 +64,7 @@ class Verification:
         return self.outside_tolerance == 0
 
 
-def run_exported(path: Path, fmt: str) -> Callable[[np.ndarray], np.ndarray]:
+def run_exported(path: Path, fmt: ExportFormat) -> Callable[[np.ndarray], np.ndarray]:
     """A function uint8 NHWC -> logits, running the exported file the way users will."""
     if fmt == "onnx":
         import onnxruntime as ort
@@ -93,7 +94,7 @@ def verify(reference: nn.Module, exported: Callable[[np.ndarray], np.ndarray],
     return Verification(n, worst, outside, 1.0 - disagree / max(n, 1), disagree)
 
 
-def export_model(deployable: Deployable, input_size: int, fmt: str, out: Path) -> None:
+def export_model(deployable: Deployable, input_size: int, fmt: ExportFormat, out: Path) -> None:
     """Write the exported file atomically (a temporary name, then rename)."""
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
@@ -117,7 +118,7 @@ def export_model(deployable: Deployable, input_size: int, fmt: str, out: Path) -
         tmp.unlink(missing_ok=True)
 
 
-def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None,
+def export_run(run_dir: str | Path, fmt: ExportFormat, out: str | Path | None = None,
                checkpoint: str = "best", verify_images: int | None = 256,
                images: np.ndarray | None = None) -> tuple[Path, dict[str, Any]]:
     """Export a run's model, verify it against PyTorch on real images (the run's test split

@@ -6,7 +6,10 @@ size, normalized with the run's mean and std."""
 
 from __future__ import annotations
 
+import csv
 import glob
+import io
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +42,21 @@ class Prediction:
 class Predictions:
     items: list[Prediction] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "path: reason" of unreadable files
+
+    def to_json(self) -> str:
+        """One record per image: {"image", "top": [{"class", "probability"}, ...]}."""
+        return json.dumps([p.as_dict() for p in self.items], indent=1)
+
+    def to_csv(self) -> str:
+        """One row per image and rank (image, rank, class, probability): long format, so any
+        top-k fits the same four columns."""
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["image", "rank", "class", "probability"])
+        for p in self.items:
+            for rank, (c, prob) in enumerate(zip(p.classes, p.probabilities, strict=True), 1):
+                writer.writerow([p.source, rank, c, f"{prob:.6f}"])
+        return out.getvalue()
 
 
 def expand_images(specs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:

@@ -7,14 +7,16 @@ table, however the runs were made.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from imgcls.experiment.spec import SUMMARY_METRICS
 from imgcls.experiment.stats import Difference, Spread, describe, sentence, welch
-from imgcls.tracking.records import RunRecord, load_record
+from imgcls.tracking.records import RunRecord, find_runs, load_record
+from imgcls.tracking.table import parse_where, select
 
 
 @dataclass
@@ -56,6 +58,38 @@ def compare(records: list[RunRecord], group_of: Callable[[RunRecord], str],
         group.verdict = sentence(group.name, base.name, group.vs_baseline,
                                  (len(group.values), len(base.values)), scale, unit, higher)
     return result
+
+
+def compare_runs(paths: Iterable[Path], by: str | None = None, where: Iterable[str] = (),
+                 metric: str = "test_accuracy", baseline: str | None = None,
+                 best_first: bool = True) -> list[Group]:
+    """`imgcls compare`: the runs under `paths` (filtered by `where`, e.g. 'model.name=vgg6'),
+    grouped by the config key `by` (default: the run's name, i.e. its experiment variant),
+    each group against `baseline` (default: the first by name)."""
+    if metric not in SUMMARY_METRICS:
+        raise ValueError(f"--metric {metric!r}: valid: {', '.join(SUMMARY_METRICS)}")
+    records = select(find_runs(paths), parse_where(list(where)))
+    if by is not None and records and all(r.value(by) is None for r in records):
+        raise ValueError(f"--by {by!r}: no run has this key")
+
+    def group_of(r: RunRecord) -> str:
+        return f"{by}={r.value(by)}" if by else str(r.config.get("name", r.path.name))
+
+    groups = compare(records, group_of, metric, baseline, sorted({group_of(r) for r in records}))
+    return _best_first(groups, metric) if best_first else groups
+
+
+def _best_first(groups: list[Group], metric: str) -> list[Group]:
+    """The baseline, then the other groups best first; groups with no finished run last."""
+    higher = SUMMARY_METRICS[metric][2]
+
+    def score(g: Group) -> float:
+        if g.spread is None:
+            return -math.inf
+        return g.spread.mean if higher else -g.spread.mean
+
+    rest = sorted((g for g in groups if not g.is_baseline), key=score, reverse=True)
+    return [g for g in groups if g.is_baseline] + rest
 
 
 def _pm(spread: Spread | None, scale: float, digits: int) -> str:

@@ -19,16 +19,20 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from imgcls.config import Config, ConfigError
+from imgcls.experiment.results import Group, experiment_groups, markdown_table, table_rows
 from imgcls.experiment.spec import ExperimentPlan
-from imgcls.tracking.io import atomic_write_json
+from imgcls.log import get_logger
+from imgcls.tracking.io import atomic_write_json, atomic_write_text
 from imgcls.tracking.records import flatten
 from imgcls.tracking.run import Run
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,7 @@ def check_same_config(run_dir: Path, planned: Config) -> None:
             f"for ({'; '.join(changed[:5])}). Sweep into a new folder (--out) or delete it.")
 
 
-def run_slot(plan: ExperimentPlan, slot: Slot, log: Callable[[str], None]) -> str:
+def run_slot(plan: ExperimentPlan, slot: Slot) -> str:
     """Train one run if nobody else is; returns what happened (for the log and the tests)."""
     from imgcls.train import train
     from imgcls.train.trainer import TrainingDiverged
@@ -110,27 +114,41 @@ def run_slot(plan: ExperimentPlan, slot: Slot, log: Callable[[str], None]) -> st
         resuming = (slot.path / "config.yaml").is_file()
         if resuming:
             check_same_config(slot.path, cfg)
-        log(f"{'resume' if resuming else 'start'} {slot.label}")
+        log.info(f"{'resume' if resuming else 'start'} {slot.label}")
         try:
             _, summary = (train(resume=slot.path) if resuming else train(cfg, slot.path))
         except TrainingDiverged as exc:  # deterministic: retrying would diverge again
             atomic_write_json(slot.path / "failed.json", {"error": str(exc)})
-            log(f"failed {slot.label}: {exc}")
+            log.warning(f"failed {slot.label}: {exc}")
             return "failed"
-        log(f"finished {slot.label}: {plan.spec.metric} {summary[plan.spec.metric]:.4f}, "
-            f"{summary['wall_seconds']:.0f} s")
+        log.info(f"finished {slot.label}: {plan.spec.metric} "
+                 f"{summary[plan.spec.metric]:.4f}, {summary['wall_seconds']:.0f} s")
         return "trained"
 
 
-def run_sweep(plan: ExperimentPlan, exp_dir: Path,
-              log: Callable[[str], None] = print) -> dict[str, list[str]]:
-    """One pass over the plan; returns the slot labels by outcome."""
+def run_sweep(plan: ExperimentPlan, exp_dir: Path) -> dict[str, list[str]]:
+    """One pass over the plan, then results.md; returns the slot labels by outcome."""
     for slot in slots(plan, exp_dir):  # refuse a changed plan before training anything
         if (slot.path / "config.yaml").is_file():
             check_same_config(slot.path, plan.config(slot.variant, slot.seed))
     write_plan(plan, exp_dir)
     outcomes: dict[str, list[str]] = {}
     for slot in slots(plan, exp_dir):
-        outcome = run_slot(plan, slot, log)
+        outcome = run_slot(plan, slot)
         outcomes.setdefault(outcome, []).append(slot.label)
+    busy = outcomes.get("busy", [])
+    if busy:
+        log.info(f"{len(busy)} run(s) are being trained by other processes: {', '.join(busy)}")
+    write_results(exp_dir)
     return outcomes
+
+
+def write_results(exp_dir: Path) -> list[Group]:
+    """results.md: the comparison table and verdicts of the runs finished so far, written
+    atomically (readers never see half a file) by every sweep pass, and again by
+    `imgcls sweep --workers` once all its workers are done; returns the groups."""
+    plan, groups = experiment_groups(exp_dir)
+    atomic_write_text(exp_dir / "results.md",
+                      markdown_table(table_rows(groups, plan["metric"]))
+                      + "".join(f"- {g.verdict}\n" for g in groups if g.verdict))
+    return groups

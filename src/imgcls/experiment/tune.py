@@ -22,12 +22,15 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from imgcls.experiment.spec import ExperimentPlan, SearchParam
-from imgcls.tracking.io import atomic_write_json, ctrl_c_held
+from imgcls.log import get_logger
+from imgcls.tracking.io import atomic_write_json, atomic_write_text, ctrl_c_held
 from imgcls.tracking.run import Run
 from imgcls.train.callbacks import Callback
 from imgcls.train.trainer import Trainer, TrainingDiverged, monitored
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+BEST = "best.yaml"  # in the experiment folder: the best trial's full config
+log = get_logger(__name__)
 # heartbeats and retries are marked experimental, but they are what makes a study resumable
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -119,12 +122,12 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
                 and t.user_attrs.get("interrupted")):
             origin = t.user_attrs.get("resume_of", t.number)
             study.enqueue_trial(t.params, user_attrs={"resume_of": origin})
+            log.info(f"trial {t.number} was interrupted; queued to resume")
             requeued.append(t.number)
     return requeued
 
 
-def objective_for(plan: ExperimentPlan, exp_dir: Path,
-                  log: Callable[[str], None]) -> Callable[[optuna.Trial], float]:
+def objective_for(plan: ExperimentPlan, exp_dir: Path) -> Callable[[optuna.Trial], float]:
     from imgcls.train import train
 
     settings = plan.spec.tune
@@ -139,13 +142,14 @@ def objective_for(plan: ExperimentPlan, exp_dir: Path,
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in params.items())
         resuming = (run_dir / "config.yaml").is_file()
-        log(f"trial {trial.number}{f' (resumes trial {number})' if resuming else ''}: {shown}")
+        log.info(f"trial {trial.number}{f' (resumes trial {number})' if resuming else ''}: "
+                 f"{shown}")
         try:
             _, summary = (train(resume=run_dir, callbacks=pruning) if resuming
                           else train(cfg, run_dir, callbacks=pruning))
         except TrainingDiverged as exc:
             trial.set_user_attr("diverged", str(exc))
-            log(f"trial {trial.number}: diverged, counted as pruned")
+            log.warning(f"trial {trial.number}: diverged, counted as pruned")
             raise optuna.TrialPruned(str(exc)) from None
         except KeyboardInterrupt:
             with ctrl_c_held():
@@ -155,17 +159,18 @@ def objective_for(plan: ExperimentPlan, exp_dir: Path,
                    for m in Run(run_dir).metrics()]
         best = max(history) if settings.direction == "maximize" else min(history)
         if summary["stop_reason"].startswith("pruned"):
-            log(f"trial {trial.number}: {summary['stop_reason']} ({settings.metric} {best:.4f})")
+            log.info(f"trial {trial.number}: {summary['stop_reason']} "
+                     f"({settings.metric} {best:.4f})")
             raise optuna.TrialPruned(summary["stop_reason"])
-        log(f"trial {trial.number}: {settings.metric} {best:.4f}")
+        log.info(f"trial {trial.number}: {settings.metric} {best:.4f}")
         return best
 
     return objective
 
 
-def run_tune(plan: ExperimentPlan, exp_dir: Path, log: Callable[[str], None] = print
-             ) -> optuna.Study:
-    """Run trials until the study holds `tune.trials` finished (complete or pruned) ones."""
+def run_tune(plan: ExperimentPlan, exp_dir: Path) -> optuna.Study:
+    """Run trials until the study holds `tune.trials` finished (complete or pruned) ones,
+    then write best.yaml."""
     if not plan.spec.search:
         raise ValueError(f"{plan.origin}: no `search` section; tune needs a search space, "
                          "e.g. search: {optim.lr: {type: float, low: 0.01, high: 1, log: true}}")
@@ -178,13 +183,13 @@ def run_tune(plan: ExperimentPlan, exp_dir: Path, log: Callable[[str], None] = p
         "study": study.study_name, "metric": settings.metric, "direction": settings.direction,
         "search": {k: p.model_dump() for k, p in plan.spec.search.items()}})
     if worker == 0:
-        for number in requeue_interrupted(study):
-            log(f"trial {number} was interrupted; queued to resume")
+        requeue_interrupted(study)
     target = plan.spec.tune.trials
     finished = len(study.get_trials(deepcopy=False, states=DONE))
     if finished < target:
-        study.optimize(objective_for(plan, exp_dir, log), callbacks=[
+        study.optimize(objective_for(plan, exp_dir), callbacks=[
             optuna.study.MaxTrialsCallback(target, states=DONE)])
+    write_best(plan, study, exp_dir / BEST)
     return study
 
 
@@ -200,10 +205,33 @@ def trial_rows(study: optuna.Study, exp_dir: Path) -> list[dict[str, str]]:
     return rows
 
 
-def write_best(plan: ExperimentPlan, study: optuna.Study, path: Path) -> Path:
-    """The best trial's full config, ready for `imgcls train`."""
-    from imgcls.tracking.io import atomic_write_text
+def _completed(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
+
+def trial_counts(study: optuna.Study) -> str:
+    """'4 complete, 0 pruned, 1 failed': what `imgcls tune` ends with and the report says."""
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return (f"{states.count(TrialState.COMPLETE)} complete, {states.count(TrialState.PRUNED)} "
+            f"pruned, {states.count(TrialState.FAIL)} failed")
+
+
+def summarize(plan: ExperimentPlan, study: optuna.Study, exp_dir: Path) -> str:
+    """The end of `imgcls tune`: the trial counts, the best trial and its config file."""
+    if not _completed(study):
+        return f"{trial_counts(study)}; no trial has completed yet"
+    best = exp_dir / BEST
+    return (f"{trial_counts(study)}; best trial {study.best_trial.number}: "
+            f"{plan.spec.tune.metric} "
+            f"{study.best_value:.4f} with {study.best_params}\n"
+            f"best config: {best}  (run it: imgcls train {best})")
+
+
+def write_best(plan: ExperimentPlan, study: optuna.Study, path: Path) -> Path | None:
+    """The best trial's full config, ready for `imgcls train`; None (and no file) while no
+    trial has completed (pruned ones have no final value to rank)."""
+    if not _completed(study):
+        return None
     best = study.best_trial
     cfg = plan.config(plan.baseline, plan.seeds[0], extra=best.params)
     cfg = cfg.model_copy(update={"name": f"{plan.name}-best"})

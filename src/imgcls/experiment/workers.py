@@ -2,7 +2,8 @@
 
 Each worker is an ordinary `imgcls sweep|tune ... --workers 1 --threads T` process; they
 coordinate only through the experiment folder (sweep locks) or the study database (tune),
-exactly as workers on different machines would.
+exactly as workers on different machines would. Their output (stdout and stderr) is relayed
+line by line as this process's messages, so `--quiet` silences them too.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+
+from imgcls.log import get_logger
+
+log = get_logger(__name__)
 
 
 def available_cores() -> int:
@@ -25,7 +29,7 @@ def threads_per_worker(workers: int) -> int:
     return max(1, available_cores() // workers)
 
 
-def run_workers(args: list[str], workers: int, log: Callable[[str], None] = print) -> int:
+def run_workers(args: list[str], workers: int) -> int:
     """Run `imgcls ARGS --workers 1 --threads T` K times; their output prefixed [w1].. [wK].
     Returns the first non-zero exit status, or 0."""
     threads = threads_per_worker(workers)
@@ -35,12 +39,12 @@ def run_workers(args: list[str], workers: int, log: Callable[[str], None] = prin
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, bufsize=1, env={**env, "IMGCLS_WORKER": str(i + 1)})
              for i in range(workers)]
-    log(f"{workers} workers x {threads} threads")
+    log.info(f"{workers} workers x {threads} threads")
 
     def relay(i: int, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            log(f"[w{i + 1}] {line.rstrip()}")
+            log.info(f"[w{i + 1}] {line.rstrip()}")
 
     relays = [threading.Thread(target=relay, args=(i, p), daemon=True)
               for i, p in enumerate(procs)]

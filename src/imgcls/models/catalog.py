@@ -1,14 +1,23 @@
-"""The rows of `imgcls models`: which models match a pattern, and what each costs."""
+"""The rows of `imgcls models`: which models match a pattern, what each costs, and one
+model's layers (`--summary`, `--layers`), as strings ready for a table."""
 
 from __future__ import annotations
 
 import fnmatch
 import inspect
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from imgcls.models import MODELS, TIMM_PREFIX, create_model
-from imgcls.models.profile import count_parameters, forward_gflops, training_images_per_second
+from imgcls.models.parts import head_name, layers, stages
+from imgcls.models.profile import (
+    count_parameters,
+    forward_gflops,
+    layer_summary,
+    statistics_count,
+    training_images_per_second,
+)
 from imgcls.models.timm_models import timm_names
 
 TIMM_LIMIT = 40  # creating a model per row: a broad timm pattern would take minutes
@@ -50,3 +59,66 @@ def model_rows(names: list[str], image_size: int, num_classes: int, bench: bool 
             row["images_per_second"] = training_images_per_second(model, image_size,
                                                                   num_classes, batch_size)
         yield row
+
+
+def table_row(row: dict[str, Any], image_size: int, bench: bool = False,
+              batch_size: int = 64) -> dict[str, str]:
+    """A `model_rows` row as the cells of `imgcls models`, by column header (the same for the
+    terminal and --markdown); a failed row shows its error under "about"."""
+    failed = "error" in row
+    cells = {"model": row["model"], "source": row["source"],
+             "params": "-" if failed else f"{row['params']:,}",
+             f"GFLOPs @{image_size}px": "-" if failed else f"{row['gflops']:.3g}"}
+    if bench:
+        cells[f"train img/s (batch {batch_size})"] = (
+            "-" if failed else f"{row['images_per_second']:.0f}")
+    return cells | {"about": row["error"] if failed else row["about"]}
+
+
+@dataclass
+class Listing:
+    """A titled table of one model and the lines shown under it."""
+
+    title: str
+    rows: list[dict[str, str]]
+    notes: list[str]
+
+
+def summary_listing(name: str, image_size: int = 32, num_classes: int = 10,
+                    depth: int | None = None, small_input: bool = False) -> Listing:
+    """`imgcls models NAME --summary`: Keras' model.summary(), layers folded below `depth`,
+    and the totals, with why Keras' total differs (it counts BatchNorm statistics)."""
+    model = create_model(name, num_classes, image_size, small_input)
+    rows = [{"layer (type)": f"{layer.name} ({layer.kind})", "output shape": layer.output_shape,
+             "params": f"{layer.params:,}"} for layer in layer_summary(model, image_size, depth)]
+    trainable, frozen = count_parameters(model)
+    stats = statistics_count(model)
+    notes = [f"Total params: {trainable + frozen:,}\nTrainable params: {trainable:,}\n"
+             f"Non-trainable params: {frozen:,}"]
+    if stats:
+        notes.append(f"BatchNorm statistics (buffers): {stats:,}; Keras counts them as "
+                     "non-trainable params, so its total would read "
+                     f"{trainable + frozen + stats:,}")
+    notes.append(f"Forward: {forward_gflops(model, image_size):.3g} GFLOPs per image")
+    return Listing(f"{name}: {num_classes} classes, input 3 x {image_size} x {image_size}",
+                   rows, notes)
+
+
+def layers_listing(name: str, num_classes: int = 10, small_input: bool = False) -> Listing:
+    """`imgcls models NAME --layers`: the numbered layers with weights and their stages, which
+    is what `fine_tune_at` and `last_stages` in a config's `stages:` count."""
+    model = create_model(name, num_classes, small_input=small_input)
+    modules = dict(model.named_modules())
+    blocks = stages(model)
+    stage_of = {p: label for label, params in blocks for p in params}
+    rows = []
+    for index, layer in enumerate(layers(model)):
+        own = list(modules[layer].parameters(recurse=False))
+        first = next(n for n, _ in model.named_parameters() if n.startswith(layer + "."))
+        rows.append({"fine_tune_at": str(index), "layer": layer,
+                     "type": type(modules[layer]).__name__,
+                     "params": f"{sum(p.numel() for p in own):,}",
+                     "stage": stage_of.get(first, "")})
+    return Listing(f"{name}: layers with weights (head: {head_name(model)})", rows,
+                   ["last_stages: K trains the last K of "
+                    + ", ".join(label for label, _ in blocks)])

@@ -2,8 +2,9 @@
 
 `model.pretrained` is `true` (timm's hub weights for a `timm:` model, downloaded once into
 the Hugging Face cache), or a path: a state dict (`.pt`, `.pth`, `.bin`; loaded with
-`weights_only=True`), a `.safetensors` file, an imgcls checkpoint, or an imgcls run folder
-(its best.pt). Every tensor of the model is either loaded or, for the classifier head
+`weights_only=True`), a `.safetensors` file, or an imgcls checkpoint; an imgcls run folder's
+best weights and preprocessing are read by the trainer's setup, which owns run folders, and
+handed in as `Weights`. Every tensor of the model is either loaded or, for the classifier head
 only, newly initialized; anything else is an error, so a typo never trains from scratch.
 """
 
@@ -65,11 +66,20 @@ def timm_preprocess(model: nn.Module) -> Preprocess:
                       cfg.get("interpolation"))
 
 
-def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], Preprocess]:
-    """The state dict in `path`, and the preprocessing an imgcls run folder records."""
+@dataclass
+class Weights:
+    """A state dict with what its source says about the preprocessing it was trained with."""
+
+    state: dict[str, torch.Tensor]
+    preprocess: Preprocess = field(default_factory=Preprocess)
+
+
+def read_weights(path: str | Path) -> Weights:
+    """The state dict in the file `path`."""
     path = Path(path)
     if path.is_dir():
-        return _read_run(path)
+        raise PretrainedError(f"model.pretrained = {str(path)!r}: a folder, but not an imgcls "
+                              "run with checkpoints/best.pt")
     if not path.is_file():
         raise PretrainedError(f"model.pretrained = {str(path)!r}: no such file or folder; "
                               f"expected a state dict ({', '.join(STATE_DICT_SUFFIXES)}) or an "
@@ -77,39 +87,16 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], Preprocess]
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(path), Preprocess()
+        return Weights(load_file(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
         raise PretrainedError(f"model.pretrained = {str(path)!r}: not a loadable state dict "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    return _unwrap(state, path), Preprocess()
+    return Weights(unwrap(state, path))
 
 
-def run_preprocess(pretrained: bool | str) -> Preprocess:
-    """The preprocessing an imgcls run folder recorded (preprocess.json); empty otherwise."""
-    import json
-
-    pre_file = Path(str(pretrained)) / "preprocess.json"
-    if not isinstance(pretrained, str) or not pre_file.is_file():
-        return Preprocess()
-    pre = json.loads(pre_file.read_text())
-    return Preprocess(pre.get("input_size") or pre.get("image_size"),
-                      tuple(pre["mean"]) if "mean" in pre else None,
-                      tuple(pre["std"]) if "std" in pre else None,
-                      pre.get("interpolation"), pre.get("classes"))
-
-
-def _read_run(folder: Path) -> tuple[dict[str, torch.Tensor], Preprocess]:
-    checkpoint = folder / "checkpoints" / "best.pt"
-    if not checkpoint.is_file():
-        raise PretrainedError(f"model.pretrained = {str(folder)!r}: a folder, but not an imgcls "
-                              f"run with {checkpoint.relative_to(folder)}")
-    state = _unwrap(torch.load(checkpoint, map_location="cpu", weights_only=True), checkpoint)
-    return state, run_preprocess(str(folder))
-
-
-def _unwrap(state: Any, path: Path) -> dict[str, torch.Tensor]:
+def unwrap(state: Any, path: Path) -> dict[str, torch.Tensor]:
     """A bare state dict from imgcls checkpoints ({'model': ...}), training checkpoints
     ({'state_dict': ...}) and DDP-saved ones ('module.' prefixes)."""
     for key in ("model", "state_dict", "model_state_dict"):
@@ -157,15 +144,20 @@ def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
 
 
 def load_pretrained(model: nn.Module, pretrained: bool | str, model_name: str,
-                    classes: list[str]) -> tuple[LoadReport, Preprocess]:
-    """Put the pretrained weights into `model` (built for `classes`)."""
+                    classes: list[str], weights: Weights | None = None
+                    ) -> tuple[LoadReport, Preprocess]:
+    """Put the pretrained weights into `model` (built for `classes`): timm's hub weights
+    (`pretrained` true), `weights` when the caller has read them, else the file
+    `pretrained`."""
     if pretrained is True:
         return _load_from_hub(model, model_name, len(classes))
-    state, pre = read_weights(pretrained)
+    weights = weights or read_weights(pretrained)
+    pre = weights.preprocess
     if pre.input_size is None:
         pre = timm_preprocess(model) if model_name.startswith("timm:") else pre
     # the head carries over only from a run trained on exactly these classes
-    report = apply_state_dict(model, state, str(pretrained), keep_head=pre.classes == classes)
+    report = apply_state_dict(model, weights.state, str(pretrained),
+                              keep_head=pre.classes == classes)
     return report, pre
 
 

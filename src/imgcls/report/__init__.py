@@ -175,18 +175,16 @@ def search_sections(exp_dir: Path) -> list[Section]:
 
     import optuna
 
-    from imgcls.experiment.tune import trial_rows
+    from imgcls.experiment.tune import BEST, trial_counts, trial_rows
 
     info = json.loads((exp_dir / "tune.json").read_text())
     study = optuna.load_study(study_name=info["study"], storage=info["storage"])
     trials = [{"number": t.number, "state": t.state.name.lower(), "value": t.value,
                "params": t.params, "curve": dict(sorted(t.intermediate_values.items())),
                "run_dir": t.user_attrs.get("run_dir")} for t in study.trials]
-    states = [t["state"] for t in trials]
     metric, maximize = info["metric"], info["direction"] == "maximize"
-    lines = [f"{len(trials)} trials: {states.count('complete')} complete, "
-             f"{states.count('pruned')} pruned, {states.count('fail')} failed; objective: "
-             f"{info['direction']} the best epoch's {metric} (validation data, never test)."]
+    lines = [f"{len(trials)} trials: {trial_counts(study)}; objective: {info['direction']} "
+             f"the best epoch's {metric} (validation data, never test)."]
     sections = [Section("trials", lines, trial_rows(study, exp_dir))]
     done = [t for t in trials if t["state"] == "complete"]
     if not done:
@@ -194,7 +192,7 @@ def search_sections(exp_dir: Path) -> list[Section]:
     best = study.best_trial
     lines.append(f"Best: trial {best.number}, {metric} {best.value:.4f}, " + ", ".join(
         f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
-        for k, v in best.params.items()) + f"; its full config: {exp_dir / 'best.yaml'}.")
+        for k, v in best.params.items()) + f"; its full config: {exp_dir / BEST}.")
     numeric = {k: p.get("log", False) for k, p in info["search"].items()
                if p["type"] != "categorical"}
     figures = [("search_history", plots.search_history(trials, metric, maximize))]

@@ -1,11 +1,14 @@
-"""A run folder: everything needed to understand and reproduce one training run.
+"""The run folder: everything needed to understand and reproduce one training run. This
+module alone knows its layout; everything else asks a `Run` for a file's contents or path.
 
     runs/<YYYYmmdd-HHMMSS>-<name>/
         config.yaml        the fully resolved config
         environment.json   library versions and hardware
         preprocess.json    classes, image size, normalization (what predict/eval need)
+        pretrained.json    which tensors came from the pretrained weights (transfer runs)
         metrics.jsonl      one line per epoch
         summary.json       final figures
+        failed.json        the error of a sweep run that failed
         checkpoints/last.pt, checkpoints/best.pt
         tensorboard/       event files
 """
@@ -14,18 +17,55 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import platform
 import sys
+import zipfile
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from imgcls.config import Config, ConfigError, read_yaml
-from imgcls.configure import validate
-from imgcls.tracking.io import atomic_write_json, atomic_write_text
+from imgcls.config import Config, ConfigError, parse, read_yaml
+from imgcls.tracking.io import atomic_torch_save, atomic_write_json, atomic_write_text
 
 LIBRARIES = ("imgcls", "torch", "timm", "numpy", "pillow", "pydantic")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, naming the file and why."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """preprocess.json: how images were turned into network inputs in training, which
+    evaluation, prediction, export and transfer learning must repeat exactly."""
+
+    classes: list[str]
+    image_size: int  # what the data was decoded and stored at
+    resize: str  # how images were brought to image_size (data.resize)
+    input_size: int  # what the network sees (batches are resized on the fly)
+    interpolation: str  # the on-the-fly resize filter
+    mean: list[float]
+    std: list[float]
+    skipped_files: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], origin: str) -> Preprocessing:
+        """Read a record, filling what older runs did not write: before transfer learning
+        the network saw the stored size, resized bilinearly."""
+        raw = {"input_size": raw.get("image_size"), "interpolation": "bilinear",
+               "resize": "center_crop", **raw}
+        missing = [k for k in ("classes", "image_size", "mean", "std") if k not in raw]
+        if missing:
+            raise ConfigError(f"{origin}: not an imgcls preprocessing record (no "
+                              f"{', '.join(missing)})")
+        known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -51,6 +91,34 @@ def environment(device: str) -> dict[str, Any]:
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()
     return info
+
+
+def load_checkpoint(path: Path, device: Any = "cpu") -> dict[str, Any]:
+    """An imgcls checkpoint's contents, read with `weights_only=True` (tensors and plain
+    data; a pickle that would run code is refused, never executed). Every way a file can
+    be unusable becomes one CheckpointError naming it."""
+    import torch
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint; has the run trained for at "
+                              "least one epoch?")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()
+        detail = next((line.strip() for line in reason if "Unsupported global" in line), "")
+        raise CheckpointError(
+            f"{path}: refused to load: it holds Python objects beyond tensors and plain data, "
+            f"which could run code ({detail or 'not a weights-only file'}). Only load files "
+            "you trust; imgcls never unpickles them") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or "
+                              f"another format: {first})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{path}: not an imgcls checkpoint (it has no 'model' state "
+                              "dict)")
+    return state
 
 
 class Run:
@@ -83,17 +151,89 @@ class Run:
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
-    def config(self) -> Config:
-        if not self.config_path.is_file():
-            raise ConfigError(f"{self.path}: not a run folder (no config.yaml)")
-        return validate(read_yaml(self.config_path), str(self.config_path))
+    def is_run(self) -> bool:
+        return self.config_path.is_file()
 
-    def write_json(self, name: str, data: dict[str, Any]) -> None:
+    def config(self) -> Config:
+        """The saved config. It was checked and resolved when the run was created, so the
+        schema alone reads it back."""
+        if not self.is_run():
+            raise ConfigError(f"{self.path}: not a run folder (no config.yaml)")
+        return parse(read_yaml(self.config_path), str(self.config_path))
+
+    def raw_config(self) -> dict[str, Any]:
+        """config.yaml as a plain mapping, for tables of many runs."""
+        return read_yaml(self.config_path)
+
+    # checkpoints ------------------------------------------------------------------------
+    def checkpoint_path(self, name: str) -> Path:
+        """checkpoints/<name>.pt; `name` is best (weights of the best epoch) or last
+        (everything needed to resume)."""
+        if name not in ("best", "last"):
+            raise ConfigError(f"checkpoint {name!r}: valid: best, last")
+        return self.checkpoints / f"{name}.pt"
+
+    def has_checkpoint(self, name: str) -> bool:
+        return self.checkpoint_path(name).is_file()
+
+    def save_checkpoint(self, name: str, state: dict[str, Any]) -> None:
+        atomic_torch_save(state, self.checkpoint_path(name))
+
+    def load_checkpoint(self, name: str, device: Any = "cpu") -> dict[str, Any]:
+        return load_checkpoint(self.checkpoint_path(name), device)
+
+    # records ----------------------------------------------------------------------------
+    def _write(self, name: str, data: dict[str, Any]) -> None:
         atomic_write_json(self.path / name, data)
 
-    def read_json(self, name: str) -> dict[str, Any] | None:
+    def _read(self, name: str) -> dict[str, Any] | None:
         path = self.path / name
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+
+    def write_preprocessing(self, record: Preprocessing) -> None:
+        self._write("preprocess.json", record.to_dict())
+
+    def preprocessing(self) -> Preprocessing:
+        raw = self._read("preprocess.json")
+        if raw is None:
+            raise CheckpointError(f"{self.path}: no preprocess.json; has the run trained for "
+                                  "at least one epoch?")
+        return Preprocessing.from_dict(raw, str(self.path / "preprocess.json"))
+
+    def has_preprocessing(self) -> bool:
+        return (self.path / "preprocess.json").is_file()
+
+    def write_environment(self, info: dict[str, Any]) -> None:
+        self._write("environment.json", info)
+
+    def write_pretrained_report(self, report: dict[str, Any]) -> None:
+        self._write("pretrained.json", report)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        self._write("summary.json", summary)
+
+    def summary(self) -> dict[str, Any] | None:
+        return self._read("summary.json")
+
+    def write_failure(self, error: str) -> None:
+        self._write("failed.json", {"error": error})
+
+    def failure(self) -> str | None:
+        """The error a failed run recorded, None if it did not fail."""
+        failed = self._read("failed.json")
+        return failed["error"] if failed else None
+
+    def write_lr_find(self, result: dict[str, Any]) -> None:
+        self._write("lr_find.json", result)
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
 
     # metrics.jsonl ----------------------------------------------------------------------
     def append_metrics(self, record: dict[str, Any]) -> None:

@@ -13,11 +13,12 @@ from torch import nn
 from imgcls.config import TTA, Config, ConfigError
 from imgcls.data import DataError, ImageSet, load_data, load_source
 from imgcls.data.loader import BatchLoader
-from imgcls.tracking.run import Run, environment
+from imgcls.tracking.run import CheckpointError, Preprocessing, Run, environment
 from imgcls.train import distributed
 from imgcls.train.callbacks import Callback
 from imgcls.train.evaluate import evaluate
-from imgcls.train.trainer import Trainer, resolve_device
+from imgcls.train.setup import resolve_device
+from imgcls.train.trainer import Trainer
 
 __all__ = ["Trainer", "train", "load_model"]
 
@@ -27,7 +28,8 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
           callbacks: Sequence[Callback] = ()) -> tuple[Run, dict[str, Any]]:
     """Train `cfg` into a new run folder, or continue the run in `resume` from its last
     checkpoint (its own saved config wins; the result equals an uninterrupted run).
-    `callbacks` join the run's own (a resumed run must be given the same ones)."""
+    `callbacks` join the run's own; each one's state is saved under its `key`, so a
+    resumed run restores it by name."""
     if resume is not None:
         run = Run(resume)
         cfg = run.config()
@@ -41,23 +43,20 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
     if world.is_main:
         distributed.barrier()
     trainer = Trainer(cfg, run, data, callbacks)
-    last = run.checkpoints / "last.pt"
-    if resume is not None and last.is_file():
-        trainer.load_state_dict(torch.load(last, map_location=trainer.device,
-                                           weights_only=True))
+    if resume is not None and run.has_checkpoint("last"):
+        trainer.load_state_dict(run.load_checkpoint("last", trainer.device))
     if world.is_main:
         if resume is not None:  # drop epochs after the checkpoint (all, if there is none)
             run.truncate_metrics(trainer.epoch)
-        run.write_json("environment.json", {**environment(str(trainer.device)),
-                                            "processes": world.size})
-        run.write_json("preprocess.json", {
-            "classes": data.classes, "image_size": data.image_size,
-            "resize": cfg.data.resize, "input_size": trainer.input_size,
-            "interpolation": trainer.interpolation, "mean": trainer.mean.tolist(),
-            "std": trainer.std.tolist(), "skipped_files": data.skipped})
+        run.write_environment({**environment(str(trainer.device)), "processes": world.size})
+        inputs = trainer.inputs
+        run.write_preprocessing(Preprocessing(
+            classes=data.classes, image_size=data.image_size, resize=cfg.data.resize,
+            input_size=inputs.size, interpolation=inputs.interpolation,
+            mean=inputs.mean.tolist(), std=inputs.std.tolist(), skipped_files=data.skipped))
     summary = trainer.fit()
     if world.is_main:
-        run.write_json("summary.json", {**summary, "processes": world.size})
+        run.write_summary({**summary, "processes": world.size})
     return run, summary
 
 
@@ -68,17 +67,17 @@ def load_model(run_dir: str | Path, checkpoint: str = "best",
 
     run = Run(run_dir)
     cfg = run.config()
-    pre = run.read_json("preprocess.json")
-    path = run.checkpoints / f"{checkpoint}.pt"
-    if pre is None or not path.is_file():
-        raise FileNotFoundError(f"{run.path}: no {path.name} checkpoint; has the run trained "
-                                "for at least one epoch?")
-    state = torch.load(path, map_location=device, weights_only=True)
-    # runs from before transfer learning: the network saw the stored size, bilinear
-    pre = {"input_size": pre["image_size"], "interpolation": "bilinear", **pre}
-    model = build_model(cfg.model, len(pre["classes"]), pre["input_size"])
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), pre, cfg
+    pre = run.preprocessing()
+    state = run.load_checkpoint(checkpoint, device)
+    model = build_model(cfg.model, len(pre.classes), pre.input_size)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        lines = str(exc).splitlines()
+        raise CheckpointError(f"{run.checkpoint_path(checkpoint)}: does not fit the run's "
+                              f"model {cfg.model.name} ({lines[min(1, len(lines) - 1)].strip()}"
+                              "); was it copied from another run?") from None
+    return model.to(device).eval(), pre.to_dict(), cfg
 
 
 def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None,

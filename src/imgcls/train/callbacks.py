@@ -1,7 +1,10 @@
 """Cross-cutting concerns as callbacks, so the training loop stays one readable screen.
 
-Hooks are called in list order; `state_dict`/`load_state_dict` let a resumed run continue
-each callback exactly where it stopped.
+Hooks are called in list order. Each callback has a stable `key`; a checkpoint stores every
+callback's `state_dict()` under its key, so a resumed run restores each one's state by name,
+whatever callbacks were added or reordered since. Callbacks act on the trainer through its
+public attributes (`eval_model`, `lr_scale`, `stop_reason`, `run`); the trainer never looks
+for a particular callback.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from rich.console import Console
@@ -23,20 +26,59 @@ from rich.progress import (
 )
 from torch import nn
 
-from imgcls.tracking.io import atomic_torch_save
+from imgcls.train import distributed
 from imgcls.train.schedule import refresh_lr
 
 if TYPE_CHECKING:
-    from imgcls.train.trainer import Trainer
+    from imgcls.config import Config
+    from imgcls.tracking.run import Run
+    from imgcls.train.stage import Stage
 
 console = Console()
 
 
+class Trainer(Protocol):
+    """What callbacks see of `imgcls.train.trainer.Trainer`, and all they may change:
+    `eval_model` (EMA), `lr_scale` (the plateau schedule), `stop_reason` (early stopping)."""
+
+    cfg: Config
+    run: Run
+    model: nn.Module
+    eval_model: nn.Module
+    device: torch.device
+    epoch: int  # epochs completed
+    lr_scale: float
+    stop_reason: str | None
+    stage: Stage
+    loaders: Any  # imgcls.train.setup.Loaders
+
+    @property
+    def is_main(self) -> bool: ...
+    def main_group(self) -> dict[str, Any]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+
+
 class Callback:
+    """`key` names the callback's saved state; subclasses that keep state set their own,
+    and a user's callback defaults to its class name."""
+
+    @property
+    def key(self) -> str:
+        return type(self).__name__
+
+    def on_setup(self, trainer: Trainer) -> None:
+        """Once, when the trainer is built (model and stage ready), before any state is
+        restored."""
+
     def on_fit_start(self, trainer: Trainer) -> None: ...
     def on_batch_end(self, trainer: Trainer, images: int) -> None: ...
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None: ...
-    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None: ...
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        """After the last epoch, before the final test."""
+
+    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        """With the run's summary, which a callback may add its figures to."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -67,12 +109,16 @@ class Monitor:
 class MetricsLog(Callback):
     """metrics.jsonl: one line per epoch."""
 
+    key = "metrics_log"
+
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         if trainer.is_main:
             trainer.run.append_metrics(metrics)
 
 
 class EarlyStopping(Callback):
+    key = "early_stopping"
+
     def __init__(self, monitor: str, mode: str, patience: int, min_delta: float):
         self.tracker = Monitor(monitor, mode, min_delta)
         self.patience, self.wait = patience, 0
@@ -92,24 +138,35 @@ class EarlyStopping(Callback):
 
 class Checkpoint(Callback):
     """best.pt (weights) whenever the monitored metric improves; last.pt (everything needed
-    to resume) after every epoch. Both are written atomically."""
+    to resume) after every epoch. Both are written atomically. After training, the best
+    weights are put back into the evaluated model for the test."""
+
+    key = "checkpoint"
 
     def __init__(self, monitor: str, mode: str):
         self.tracker = Monitor(monitor, mode)
         self.best_epoch = 0
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        folder = trainer.run.checkpoints
         improved = self.tracker.improved(metrics)  # tracked on every rank, written by rank 0
         if improved:
             self.best_epoch = metrics["epoch"]
         if not trainer.is_main:
             return
         if improved:
-            atomic_torch_save({"model": trainer.eval_model.state_dict(),
-                               "epoch": metrics["epoch"],
-                               self.tracker.monitor: self.tracker.best}, folder / "best.pt")
-        atomic_torch_save(trainer.state_dict(), folder / "last.pt")
+            trainer.run.save_checkpoint("best", {"model": trainer.eval_model.state_dict(),
+                                                 "epoch": metrics["epoch"],
+                                                 self.tracker.monitor: self.tracker.best})
+        trainer.run.save_checkpoint("last", trainer.state_dict())
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        distributed.barrier()  # rank 0 has written best.pt
+        if trainer.run.has_checkpoint("best"):
+            state = trainer.run.load_checkpoint("best", trainer.device)
+            trainer.eval_model.load_state_dict(state["model"])
+
+    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        summary["best_epoch"] = self.best_epoch
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.tracker.best, "best_epoch": self.best_epoch}
@@ -121,7 +178,10 @@ class Checkpoint(Callback):
 class ReduceLROnPlateau(Callback):
     """Keras's ReduceLROnPlateau: every group's lr x `factor` when the monitored metric has
     not improved for `patience` epochs, then `cooldown` epochs without counting; the main
-    group's lr never goes below `min_lr`. The factor is read by the lr scheduler."""
+    group's lr never goes below `min_lr`. The factor reaches the lr schedule through
+    `trainer.lr_scale`."""
+
+    key = "plateau"
 
     def __init__(self, monitor: str, mode: str, factor: float, patience: int, cooldown: int,
                  min_lr: float, min_delta: float):
@@ -137,8 +197,12 @@ class ReduceLROnPlateau(Callback):
         if self.wait >= self.patience:
             floor = self.min_lr / trainer.main_group()["initial_lr"]
             self.scale = max(self.scale * self.factor, min(floor, self.scale))
-            refresh_lr(trainer.scheduler)
+            trainer.lr_scale = self.scale
+            refresh_lr(trainer.stage.scheduler)
             self.cooling, self.wait = self.cooldown, 0
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        trainer.lr_scale = self.scale  # a resumed run continues at its reduced lr
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.tracker.best, "scale": self.scale, "wait": self.wait,
@@ -155,9 +219,19 @@ class EMA(Callback):
     the test use the average. With `warmup` the decay starts low, min(decay,
     (1 + n) / (10 + n)) after n updates, so early random weights fade fast."""
 
-    def __init__(self, model: nn.Module, decay: float, warmup: bool = True):
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+    key = "ema"
+
+    def __init__(self, decay: float, warmup: bool = True):
+        self.model: nn.Module | None = None
         self.decay, self.warmup, self.updates = decay, warmup, 0
+
+    def on_setup(self, trainer: Trainer) -> None:
+        self.start(trainer.model)
+        trainer.eval_model = self.model  # validated, saved as best.pt and tested
+
+    def start(self, model: nn.Module) -> None:
+        """Begin the average at `model`'s current weights."""
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -186,6 +260,8 @@ class EMA(Callback):
 
 
 class TensorBoard(Callback):
+    key = "tensorboard"
+
     def __init__(self) -> None:
         self.writer = None
 
@@ -195,7 +271,7 @@ class TensorBoard(Callback):
         if not trainer.is_main:
             return
         # purge_step drops events of epochs after the resumed checkpoint
-        self.writer = SummaryWriter(str(trainer.run.path / "tensorboard"),
+        self.writer = SummaryWriter(str(trainer.run.tensorboard),
                                     purge_step=trainer.epoch + 1)
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
@@ -216,6 +292,8 @@ class TensorBoard(Callback):
 class ProgressBar(Callback):
     """A live bar with images/s and ETA on a terminal, and one line per epoch anywhere."""
 
+    key = "progress"
+
     def __init__(self) -> None:
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -228,7 +306,7 @@ class ProgressBar(Callback):
         self.quiet = not trainer.is_main  # one bar, from rank 0
         if self.quiet:
             return
-        steps = len(trainer.train_loader)
+        steps = len(trainer.loaders.train)
         self.progress.start()
         self.task = self.progress.add_task("train", total=trainer.cfg.train.epochs * steps,
                                            completed=trainer.epoch * steps, speed=0.0)
@@ -238,7 +316,7 @@ class ProgressBar(Callback):
         if self.quiet:
             return
         now = time.perf_counter()
-        if images <= trainer.train_loader.batch_size:  # measure from the first step's end
+        if images <= trainer.loaders.train.batch_size:  # measure from the first step's end
             self.first = (now, images)
         speed = (images - self.first[1]) / max(now - self.first[0], 1e-9)
         self.progress.update(self.task, advance=1, speed=speed,

@@ -76,7 +76,8 @@ def lr_find(cfg: Config, out: str | Path, start: float = 1e-6, end: float = 10.0
     run = Run.create(cfg, out)
     trainer = Trainer(cfg, run, load_data(cfg.data))
     trainer.init_from_data()
-    groups = trainer.optimizer.param_groups
+    trainer.prepare_batches()
+    groups = trainer.stage.optimizer.param_groups
     main_lr = trainer.main_group()["lr"]
     ratios = [g["lr"] / main_lr for g in groups]  # keep the config's per-group lr ratios
     trainer.model.train()
@@ -84,7 +85,7 @@ def lr_find(cfg: Config, out: str | Path, start: float = 1e-6, end: float = 10.0
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = 0
         while True:  # as many epochs as the steps need
-            yield from trainer.train_loader.epoch(epoch)
+            yield from trainer.train_batches.epoch(epoch)
             epoch += 1
 
     result = LRFindResult()
@@ -100,5 +101,5 @@ def lr_find(cfg: Config, out: str | Path, start: float = 1e-6, end: float = 10.0
             result.stopped = f"loss diverged at lr {lr:.3g}"
             break
     result.steepest_lr, result.min_loss_lr = suggest(result.lrs, result.smoothed)
-    run.write_json("lr_find.json", result.to_dict())
+    run.write_lr_find(result.to_dict())
     return result
