@@ -14,7 +14,7 @@ import imgcls
 PACKAGE = Path(imgcls.__file__).parent
 RUN_FILES = {"config.yaml", "environment.json", "preprocess.json", "pretrained.json",
              "metrics.jsonl", "summary.json", "failed.json", "checkpoints", "best.pt", "last.pt",
-             "lr_find.json", "tensorboard"}
+             "lr_find.json"}
 COMPONENTS = ("imgcls.data", "imgcls.augment", "imgcls.models", "imgcls.train.optim",
               "imgcls.train.schedule", "imgcls.train.callbacks")
 

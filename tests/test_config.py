@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,15 @@ def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(Path("configs/cifar10-fast.yaml"), ["seed=3"])
     again = load_config(write(tmp_path, cfg.to_yaml()))
     assert again == cfg
+
+
+@pytest.mark.parametrize("sets,words", [
+    (["data.source=folder"], "data.path: data.source 'folder' needs data.path"),
+    (["model.pretrained=true"], "model.pretrained = true: downloads timm's weights, but "
+                                "'fastnet94' is not a timm: model"),
+    (["train.amp=fp16", "train.device=cpu"], "train.amp = 'fp16': needs CUDA"),
+    (["optim.name=adamm"], "optim.name = 'adamm'"),
+])
+def test_combinations_that_cannot_run_are_refused_when_the_config_is_read(sets, words):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_config(None, sets)

@@ -56,7 +56,13 @@ def _problems(cfg: Config) -> Iterator[tuple[str, str]]:
             yield f"{key} = {value!r}", registry.unknown_message(value)
 
     yield from named("data.source", cfg.data.source, SOURCES)
+    if cfg.data.source == "folder" and not cfg.data.path:
+        yield ("data.path", "data.source 'folder' needs data.path: a folder of class "
+               "sub-folders, or a .zip/.tar(.gz) archive of one")
     m = cfg.model
+    if m.pretrained is True and not m.name.startswith("timm:"):
+        yield ("model.pretrained = true", f"downloads timm's weights, but {m.name!r} is not a "
+               "timm: model; give a weights file or an imgcls run folder instead")
     unknown = list(_refused(f"model.name = {m.name!r}", check_model_name, m.name))
     yield from unknown
     if not unknown:

@@ -26,7 +26,8 @@ from imgcls.log import get_logger
 from imgcls.tracking.io import atomic_write_json, atomic_write_text, ctrl_c_held
 from imgcls.tracking.run import Run
 from imgcls.train.callbacks import Callback
-from imgcls.train.trainer import Trainer, TrainingDiverged, monitored
+from imgcls.train.setup import monitored
+from imgcls.train.trainer import Trainer, TrainingDiverged
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 BEST = "best.yaml"  # in the experiment folder: the best trial's full config

@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from imgcls.tracking.run import Run
 
@@ -46,18 +43,15 @@ class RunRecord:
 
 
 def load_record(path: Path) -> RunRecord:
-    config = flatten(yaml.safe_load((path / "config.yaml").read_text()) or {})
-    summary_path, failed_path = path / "summary.json", path / "failed.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    failed = json.loads(failed_path.read_text())["error"] if failed_path.is_file() else None
-    return RunRecord(path, config, summary, failed)
+    run = Run(path)
+    return RunRecord(path, flatten(run.raw_config()), run.summary(), run.failure())
 
 
 def find_runs(roots: Iterable[Path]) -> list[RunRecord]:
     """Every run folder under the given folders (a folder may itself be a run)."""
     found: dict[Path, RunRecord] = {}
     for root in roots:
-        for config in sorted(root.rglob("config.yaml")):
-            if "report" not in config.parts and config.parent not in found:
-                found[config.parent] = load_record(config.parent)
+        for folder in Run.find(root):
+            if "report" not in folder.parts and folder not in found:
+                found[folder] = load_record(folder)
     return list(found.values())

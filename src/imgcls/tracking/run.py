@@ -151,8 +151,17 @@ class Run:
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
+    @staticmethod
+    def find(root: Path) -> list[Path]:
+        """Every run folder under `root` (`root` itself included), in path order."""
+        return [config.parent for config in sorted(Path(root).rglob("config.yaml"))]
+
     def is_run(self) -> bool:
         return self.config_path.is_file()
+
+    def created(self) -> float:
+        """When the run was created (its config's modification time), for newest-first."""
+        return self.config_path.stat().st_mtime
 
     def config(self) -> Config:
         """The saved config. It was checked and resolved when the run was created, so the

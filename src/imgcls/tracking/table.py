@@ -8,6 +8,7 @@ from typing import Any
 
 from imgcls.config import ConfigError, parse_override
 from imgcls.tracking.records import RunRecord, find_runs
+from imgcls.tracking.run import Run
 
 COLUMNS = ("run", "model", "epochs", "best val", "test", "img/s", "wall s", "status")
 
@@ -29,8 +30,7 @@ def select(records: list[RunRecord], where: list[tuple[str, Any]]) -> list[RunRe
 def sort_runs(records: list[RunRecord], key: str | None) -> list[RunRecord]:
     """By `key` (summary figure or config key; '-' first for descending), else newest first."""
     if key is None:
-        return sorted(records, key=lambda r: (r.path / "config.yaml").stat().st_mtime,
-                      reverse=True)
+        return sorted(records, key=lambda r: Run(r.path).created(), reverse=True)
     name = key.lstrip("-")
     known = [r for r in records if r.value(name) is not None]
     if records and not known:
