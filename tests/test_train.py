@@ -144,7 +144,7 @@ def test_load_model_predicts_like_the_run(folder, tmp_path):
     cfg = tiny_config(data=data_section(folder), train={"epochs": 2})
     run, _ = train(cfg, tmp_path / "run")
     model, pre, _ = load_model(run.path)
-    assert pre["classes"] == ["class_0", "class_1", "class_2", "class_3"]
+    assert pre.classes == ["class_0", "class_1", "class_2", "class_3"]
     assert model(torch.zeros(1, 3, 24, 24)).shape == (1, 4)
 
 

@@ -143,15 +143,13 @@ def lr_find(
     (the steepest descent of the smoothed loss) for optim.lr."""
     from datetime import datetime
 
-    from imgcls.report.plots import lr_find_curve, save_figure
+    from imgcls.report import lr_find_figure
     from imgcls.train.lr_find import lr_find as range_test
 
     cfg = load_config(config, set_)
     out = out or Path("runs/lr-find") / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.name}"
     result = range_test(cfg, out, start, end, steps)
-    title = f"{cfg.name}: lr range test ({cfg.optim.name}, batch {cfg.train.batch_size})"
-    save_figure(lr_find_curve(result.lrs, result.losses, result.smoothed,
-                              result.suggested_lr, title), out / "lr_find.png")
+    lr_find_figure(result, cfg, out)
     lowest = f"{result.min_loss_lr:.3g}" if result.min_loss_lr else "-"
     suggested = (f"suggested optim.lr {result.suggested_lr:.3g}" if result.suggested_lr
                  else "no clear descent: widen --start/--end or add --steps")

@@ -129,9 +129,9 @@ def export_run(run_dir: str | Path, fmt: ExportFormat, out: str | Path | None = 
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
     model, pre, cfg = load_model(run_dir, checkpoint)
-    input_size = pre["input_size"]
-    deployable = Deployable(model.to(memory_format=torch.contiguous_format), pre["mean"],
-                            pre["std"])
+    input_size = pre.input_size
+    deployable = Deployable(model.to(memory_format=torch.contiguous_format), pre.mean,
+                            pre.std)
     out = Path(out) if out else Path(run_dir) / "export" / f"model{FORMATS[fmt]}"
     if images is None:
         from imgcls.data import load_data
@@ -152,14 +152,14 @@ def export_run(run_dir: str | Path, fmt: ExportFormat, out: str | Path | None = 
             "the file was not kept")
     info = {
         "format": fmt, "file": out.name, "run": str(run_dir), "checkpoint": checkpoint,
-        "classes": pre["classes"],
+        "classes": pre.classes,
         "input": {"name": "images", "dtype": "uint8", "layout": "NHWC", "color": "RGB",
                   "shape": ["batch", input_size, input_size, 3]},
-        "outputs": {"logits": ["batch", len(pre["classes"])],
-                    "probabilities": ["batch", len(pre["classes"])]},
+        "outputs": {"logits": ["batch", len(pre.classes)],
+                    "probabilities": ["batch", len(pre.classes)]},
         "preprocessing": {"resize": cfg.data.resize, "size": input_size,
-                          "normalization": "inside the model", "mean": pre["mean"],
-                          "std": pre["std"]},
+                          "normalization": "inside the model", "mean": pre.mean,
+                          "std": pre.std},
         "verification": {**asdict(check), "passed": check.passed},
         "export_seconds": seconds, "torch": torch.__version__,
     }

@@ -21,6 +21,7 @@ from PIL import Image
 
 from imgcls.data.images import decode_many, fit_image
 from imgcls.data.loader import BatchLoader
+from imgcls.tracking.run import Preprocessing
 from imgcls.train.evaluate import tta_logits
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -81,17 +82,17 @@ def expand_images(specs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
 class Predictor:
     """A run's model with its preprocessing, ready to classify images."""
 
-    def __init__(self, model: torch.nn.Module, preprocess: dict[str, Any], resize: str,
+    def __init__(self, model: torch.nn.Module, preprocess: Preprocessing, resize: str,
                  channels_last: bool = True, device: str | torch.device = "cpu"):
         self.model = model.eval()
-        self.classes: list[str] = preprocess["classes"]
-        self.image_size: int = preprocess["image_size"]
-        self.input_size: int = preprocess["input_size"]
+        self.classes: list[str] = preprocess.classes
+        self.image_size: int = preprocess.image_size
+        self.input_size: int = preprocess.input_size
         self.resize = resize
         self.device = torch.device(device)
-        self.mean = torch.tensor(preprocess["mean"])
-        self.std = torch.tensor(preprocess["std"])
-        self.interpolation = preprocess["interpolation"]
+        self.mean = torch.tensor(preprocess.mean)
+        self.std = torch.tensor(preprocess.std)
+        self.interpolation = preprocess.interpolation
         self.channels_last = channels_last
 
     @classmethod

@@ -16,6 +16,7 @@ from typing import Any
 from imgcls.experiment.spec import SUMMARY_METRICS
 from imgcls.experiment.stats import Difference, Spread, describe, sentence, welch
 from imgcls.tracking.records import RunRecord, find_runs, load_record
+from imgcls.tracking.run import Run
 from imgcls.tracking.table import parse_where, select
 
 
@@ -153,7 +154,7 @@ def experiment_groups(exp_dir: Path, metric: str | None = None) -> tuple[dict[st
     plan = json.loads(plan_path.read_text())
     names = [v["name"] for v in plan["variants"]]
     records = [load_record(exp_dir / name / f"seed-{seed}") for seed in plan["seeds"]
-               for name in names if (exp_dir / name / f"seed-{seed}" / "config.yaml").is_file()]
+               for name in names if Run(exp_dir / name / f"seed-{seed}").is_run()]
     groups = compare(records, lambda r: r.path.parent.name, metric or plan["metric"],
                      plan["baseline"], names)
     return plan, groups

@@ -106,19 +106,20 @@ def run_slot(plan: ExperimentPlan, slot: Slot) -> str:
     with claim(slot.lock_path) as mine:
         if not mine:
             return "busy"
-        if (slot.path / "summary.json").is_file():
+        run = Run(slot.path)
+        if run.finished():
             return "done"
-        if (slot.path / "failed.json").is_file():
+        if run.failure() is not None:
             return "failed"
         cfg = plan.config(slot.variant, slot.seed)
-        resuming = (slot.path / "config.yaml").is_file()
+        resuming = run.is_run()
         if resuming:
             check_same_config(slot.path, cfg)
         log.info(f"{'resume' if resuming else 'start'} {slot.label}")
         try:
             _, summary = (train(resume=slot.path) if resuming else train(cfg, slot.path))
         except TrainingDiverged as exc:  # deterministic: retrying would diverge again
-            atomic_write_json(slot.path / "failed.json", {"error": str(exc)})
+            run.write_failure(str(exc))
             log.warning(f"failed {slot.label}: {exc}")
             return "failed"
         log.info(f"finished {slot.label}: {plan.spec.metric} "
@@ -129,7 +130,7 @@ def run_slot(plan: ExperimentPlan, slot: Slot) -> str:
 def run_sweep(plan: ExperimentPlan, exp_dir: Path) -> dict[str, list[str]]:
     """One pass over the plan, then results.md; returns the slot labels by outcome."""
     for slot in slots(plan, exp_dir):  # refuse a changed plan before training anything
-        if (slot.path / "config.yaml").is_file():
+        if Run(slot.path).is_run():
             check_same_config(slot.path, plan.config(slot.variant, slot.seed))
     write_plan(plan, exp_dir)
     outcomes: dict[str, list[str]] = {}

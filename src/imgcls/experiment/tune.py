@@ -142,7 +142,7 @@ def objective_for(plan: ExperimentPlan, exp_dir: Path) -> Callable[[optuna.Trial
         pruning = [OptunaPruning(trial, settings.metric)]
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in params.items())
-        resuming = (run_dir / "config.yaml").is_file()
+        resuming = Run(run_dir).is_run()
         log.info(f"trial {trial.number}{f' (resumes trial {number})' if resuming else ''}: "
                  f"{shown}")
         try:

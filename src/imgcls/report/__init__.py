@@ -16,6 +16,7 @@ from imgcls.experiment.results import (
 from imgcls.experiment.spec import SUMMARY_METRICS
 from imgcls.report import plots
 from imgcls.report.html import Section, write_report
+from imgcls.tracking.run import Run
 
 SUMMARY_FIELDS = [  # (summary key, label, format)
     ("test_accuracy", "test accuracy", "{:.2%}"), ("test_accuracy_plain",
@@ -35,10 +36,20 @@ def create_report(path: str | Path) -> Path:
                             experiment_sections(path))
     if (path / "tune.json").is_file():
         return write_report(path / "report", f"search {path.name}", search_sections(path))
-    if (path / "config.yaml").is_file():
+    if Run(path).is_run():
         return write_report(path / "report", f"run {path.name}", run_sections(path))
     raise FileNotFoundError(f"{path}: neither a run folder (config.yaml) nor an experiment "
                             "folder (experiment.json from sweep, tune.json from tune)")
+
+
+def lr_find_figure(result: Any, cfg: Any, out: Path) -> Path:
+    """out/lr_find.png: the range test's loss curve (`imgcls.train.lr_find` result for the
+    config `cfg`), raw and smoothed, with its suggested lr."""
+    title = f"{cfg.name}: lr range test ({cfg.optim.name}, batch {cfg.train.batch_size})"
+    path = Path(out) / "lr_find.png"
+    plots.save_figure(plots.lr_find_curve(result.lrs, result.losses, result.smoothed,
+                                          result.suggested_lr, title), path)
+    return path
 
 
 # -- one run ------------------------------------------------------------------------------
@@ -55,13 +66,14 @@ def predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list
 
     model, pre, cfg = load_model(run_dir, "best")
     test = load_data(cfg.data).test
-    loader = BatchLoader(test, cfg.train.eval_batch_size, torch.tensor(pre["mean"]),
-                         torch.tensor(pre["std"]), torch.device("cpu"),
-                         channels_last=cfg.train.channels_last)
+    loader = BatchLoader(test, cfg.train.eval_batch_size, torch.tensor(pre.mean),
+                         torch.tensor(pre.std), torch.device("cpu"),
+                         channels_last=cfg.train.channels_last, size=pre.input_size,
+                         interpolation=pre.interpolation)
     plain, augmented, labels = predict(model, loader, cfg.train.tta)
     logits = augmented if augmented is not None else plain
     return (np.asarray(test.images), logits.softmax(1).numpy(), labels.numpy(),
-            pre["classes"])
+            pre.classes)
 
 
 def run_sections(run_dir: Path, heading: str = "", prefix: str = "") -> list[Section]:
@@ -81,7 +93,7 @@ def run_sections(run_dir: Path, heading: str = "", prefix: str = "") -> list[Sec
                         figures=[(prefix + "curves", plots.run_curves(
                             history, f"{record.config.get('name', '')} ({run_dir.name})"))]
                         if history else [])]
-    if not (run_dir / "checkpoints" / "best.pt").is_file():
+    if not Run(run_dir).has_checkpoint("best"):
         return sections
     images, probs, labels, classes = predictions(run_dir)
     predicted = probs.argmax(1)
@@ -200,6 +212,6 @@ def search_sections(exp_dir: Path) -> list[Section]:
         figures.append(("search_parameters", plots.search_parameters(trials, numeric, metric)))
     sections.append(Section("figures", figures=figures))
     run_dir = exp_dir / best.user_attrs["run_dir"]
-    if (run_dir / "summary.json").is_file():
+    if Run(run_dir).finished():
         sections += run_sections(run_dir, f"best trial ({run_dir.name}): ", "best_trial_")
     return sections

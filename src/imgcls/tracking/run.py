@@ -159,6 +159,10 @@ class Run:
     def is_run(self) -> bool:
         return self.config_path.is_file()
 
+    def finished(self) -> bool:
+        """Whether the run completed (it wrote its summary)."""
+        return (self.path / "summary.json").is_file()
+
     def created(self) -> float:
         """When the run was created (its config's modification time), for newest-first."""
         return self.config_path.stat().st_mtime

@@ -61,8 +61,9 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
 
 
 def load_model(run_dir: str | Path, checkpoint: str = "best",
-               device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any], Config]:
-    """The trained model of a run, in eval mode, with its preprocess.json."""
+               device: str | torch.device = "cpu") -> tuple[nn.Module, Preprocessing, Config]:
+    """The trained model of a run, in eval mode, with its preprocessing record. Every way
+    the checkpoint can be unusable is a CheckpointError naming the file."""
     from imgcls.models import build_model
 
     run = Run(run_dir)
@@ -77,7 +78,7 @@ def load_model(run_dir: str | Path, checkpoint: str = "best",
         raise CheckpointError(f"{run.checkpoint_path(checkpoint)}: does not fit the run's "
                               f"model {cfg.model.name} ({lines[min(1, len(lines) - 1)].strip()}"
                               "); was it copied from another run?") from None
-    return model.to(device).eval(), pre.to_dict(), cfg
+    return model.to(device).eval(), pre, cfg
 
 
 def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None,
@@ -92,18 +93,18 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None,
         test = load_data(cfg.data).test
     else:
         folder_cfg = cfg.data.model_copy(update={"source": "folder", "path": str(data_path),
-                                                 "image_size": pre["image_size"]})
+                                                 "image_size": pre.image_size})
         source, _ = load_source(folder_cfg)
-        unknown = sorted(set(source.classes) - set(pre["classes"]))
+        unknown = sorted(set(source.classes) - set(pre.classes))
         if unknown:
             raise DataError(f"{data_path}: classes {unknown} are not among the run's classes "
-                            f"{pre['classes']}")
+                            f"{pre.classes}")
         images = source.test if source.test is not None else source.train
-        to_run_label = np.array([pre["classes"].index(name) for name in source.classes])
+        to_run_label = np.array([pre.classes.index(name) for name in source.classes])
         test = ImageSet(images.images, to_run_label[images.labels])
-    loader = BatchLoader(test, cfg.train.eval_batch_size, torch.tensor(pre["mean"]),
-                         torch.tensor(pre["std"]), torch.device("cpu"),
-                         channels_last=cfg.train.channels_last, size=pre["input_size"],
-                         interpolation=pre["interpolation"])
+    loader = BatchLoader(test, cfg.train.eval_batch_size, torch.tensor(pre.mean),
+                         torch.tensor(pre.std), torch.device("cpu"),
+                         channels_last=cfg.train.channels_last, size=pre.input_size,
+                         interpolation=pre.interpolation)
     return {"run": str(run_dir), "checkpoint": checkpoint, "images": len(test), "tta": tta,
             **evaluate(model, loader, tta)}

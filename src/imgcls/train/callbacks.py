@@ -10,6 +10,7 @@ for a particular callback.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,6 +27,7 @@ from rich.progress import (
 )
 from torch import nn
 
+from imgcls.log import ROOT
 from imgcls.train import distributed
 from imgcls.train.schedule import refresh_lr
 
@@ -303,7 +305,8 @@ class ProgressBar(Callback):
         self.quiet = False
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        self.quiet = not trainer.is_main  # one bar, from rank 0
+        # one bar, from rank 0, unless imgcls' messages were turned down (`imgcls --quiet`)
+        self.quiet = not trainer.is_main or logging.getLogger(ROOT).level > logging.INFO
         if self.quiet:
             return
         steps = len(trainer.loaders.train)
