@@ -515,14 +515,11 @@ def data_info(
 @augment_app.command("list")
 def augment_list() -> None:
     """Every op and policy `augment.ops` accepts, with its keys and defaults."""
-    from imgcls.augment import AUGMENTS
+    from imgcls.augment import op_rows
 
     table = Table("name", "what it does", "keys (defaults)", title="augment.ops entries")
-    for name in AUGMENTS:
-        cls = AUGMENTS.get(name)
-        keys = ", ".join(f"{k}={f.default!r}" if f.default is not None else k
-                         for k, f in cls.model_fields.items())
-        table.add_row(name, cls.summary, keys)
+    for row in op_rows():
+        table.add_row(*row)
     console.print(table)
     console.print("Details: docs/augmentation.md. In a config: "
                   "augment.ops: [flip, {name: rotate, frac: 0.2, p: 0.5}]", highlight=False)
@@ -543,35 +540,10 @@ def augment_preview(
     set_: SetOption = [],  # noqa: B006
 ) -> None:
     """Write a grid of training images and augmented versions of them."""
-    import yaml
+    from imgcls.report.preview import write_augment_preview
 
-    from imgcls.augment import build_op, create_augment
-    from imgcls.augment.preview import augmented_rows, pick_images, preview_figure
-    from imgcls.config import read_yaml
-    from imgcls.data import load_data
-    from imgcls.report.plots import save_figure
-
-    raw = read_yaml(config)
-    if {"base", "variants", "grid"} & set(raw):  # an experiment: its variants
-        plan, _ = _experiment(config, None)
-        configs = {name: plan.config(name, plan.seeds[0]) for name, _ in plan.variants}
-        cfg = next(iter(configs.values()))
-        blocks = {name: create_augment(c.augment) for name, c in configs.items()}
-    else:
-        cfg = load_config(config, set_)
-        ops = create_augment(cfg.augment)
-        blocks = {str(o.spec()): [o] for o in ops}
-        if len(ops) > 1:
-            blocks["all of the above, in order"] = ops
-    if op:
-        blocks = {text: [build_op(yaml.safe_load(text))] for text in op}
-    if not blocks:
-        _fail(f"{config}: augment.ops is empty; nothing to preview (try --op randaugment)")
-    data = load_data(cfg.data).train
-    picked = data.images[pick_images(data.labels, images, seed)]
-    rows = {name: augmented_rows(ops, picked, versions, seed) for name, ops in blocks.items()}
-    save_figure(preview_figure(rows, f"{config.name}: {len(rows)} augmentation(s)"), out)
-    console.print(f"wrote {out} ({len(rows)} blocks x {images} images x {versions} versions)")
+    blocks = write_augment_preview(config, out, set_, op, images, versions, seed)
+    console.print(f"wrote {out} ({blocks} blocks x {images} images x {versions} versions)")
 
 
 if __name__ == "__main__":

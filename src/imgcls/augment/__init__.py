@@ -20,7 +20,8 @@ from imgcls.augment.mix import Mixer
 if TYPE_CHECKING:
     from imgcls.config import AugmentConfig
 
-__all__ = ["AUGMENTS", "AugmentContext", "AugmentOp", "Mixer", "create_augment", "resolve_op"]
+__all__ = ["AUGMENTS", "AugmentContext", "AugmentOp", "Mixer", "create_augment", "op_rows",
+           "resolve_op"]
 
 
 def build_op(entry: str | dict[str, Any]) -> AugmentOp:
@@ -54,3 +55,14 @@ def resolve_op(entry: str | dict[str, Any]) -> dict[str, Any]:
 
 def create_augment(cfg: AugmentConfig) -> list[AugmentOp]:
     return [build_op(entry) for entry in cfg.ops]
+
+
+def op_rows() -> list[tuple[str, str, str]]:
+    """(name, what it does, its keys with defaults) of every op and policy, for listings."""
+    rows = []
+    for name in AUGMENTS:
+        cls = AUGMENTS.get(name)
+        keys = ", ".join(f"{k}={f.default!r}" if f.default is not None else k
+                         for k, f in cls.model_fields.items())
+        rows.append((name, cls.summary, keys))
+    return rows
