@@ -35,21 +35,24 @@ def config(folder, **sections):
 
 
 # -- optimizers ------------------------------------------------------------------------------
+# sgd at 0.05 (its Nesterov momentum 0.9 is on by default; at 0.1 some seeds sat at chance for
+# 6 epochs) and 8 epochs: under IMGCLS_TEST_SEED=0..9 every optimizer reached a loss ratio
+# <= 0.44 and a test accuracy >= 0.875 (35 of 40 images)
 @pytest.mark.parametrize("optim", [
-    {"name": "sgd", "lr": 0.1},
+    {"name": "sgd", "lr": 0.05},
     {"name": "adam", "lr": 0.003},
     {"name": "adamw", "lr": 0.003, "weight_decay": 0.05},
     {"name": "adadelta", "lr": 1.0, "rho": 0.95, "eps": 1e-7},  # note 001's Keras defaults
     {"name": "rmsprop", "lr": 0.002},
     {"name": "lion", "lr": 0.003, "betas": [0.9, 0.99], "weight_decay": 0.1},
-    {"name": "sgd", "lr": 0.1, "sam": {"rho": 0.05}},
+    {"name": "sgd", "lr": 0.05, "sam": {"rho": 0.05}},
     {"name": "adamw", "lr": 0.003, "sam": {"rho": 0.5, "adaptive": True}},
     {"name": "adam", "lr": 0.003, "l2": 1e-4, "norm_l2": 1e-4, "clip_grad_norm": 1.0},
 ])
 def test_every_optimizer_learns(folder, tmp_path, optim):
-    run, summary = train(config(folder, optim=optim, train={"epochs": 6}), tmp_path / "run")
+    run, summary = train(config(folder, optim=optim, train={"epochs": 8}), tmp_path / "run")
     losses = [m["train_loss"] for m in run.metrics()]
-    # a run that learns nothing stays near 1; over 5 seeds the slowest (rmsprop) reached 0.6
+    # a run that learns nothing stays near 1
     at_most(losses[-1] / losses[0], 0.8, "last / first epoch's train loss")
     at_least(summary["test_accuracy"], 0.6, "test accuracy",  # 4 classes: chance is 0.25
              summary["images"]["test"])

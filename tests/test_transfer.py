@@ -49,10 +49,13 @@ def config(folder, **sections):
 
 @pytest.fixture(scope="module")
 def source_run(folder, tmp_path_factory):
-    """A 'pretrained' backbone: resnet18_cifar trained by imgcls on the 4-class task."""
-    run, summary = train(config(folder, train={"epochs": 5, "batch_size": 8}),
+    """A 'pretrained' backbone: resnet18_cifar trained by imgcls on the 4-class task. At
+    lr 0.003: at 0.01 its first epochs blew up (val loss ~1e4), a seed in 5 then scored 0.75
+    and fine-tuning on its features was erratic; at 0.003 IMGCLS_TEST_SEED=0..9 all score 1."""
+    run, summary = train(config(folder, optim={"lr": 0.003},
+                                train={"epochs": 5, "batch_size": 8}),
                          tmp_path_factory.mktemp("runs") / "source")
-    # a sanity check of the fixture (4 patterns, chance 0.25); 5 seeds gave >= 0.75
+    # a sanity check of the fixture (4 patterns, chance 0.25)
     at_least(summary["test_accuracy"], 0.6, "source run's test accuracy",
              summary["images"]["test"])
     return run.path
@@ -194,7 +197,8 @@ def test_staged_run_freezes_then_fine_tunes(other_folder, source_run, tmp_path):
     metrics = run.metrics()
     assert [m["stage"] for m in metrics] == [1] * HEAD_EPOCHS + [2, 2]
     assert metrics[0]["lr"] == pytest.approx(0.05, rel=0.01)
-    assert metrics[HEAD_EPOCHS]["lr"] == pytest.approx(0.001, rel=0.01)  # the head's, fresh schedule
+    # the head's, on a fresh schedule
+    assert metrics[HEAD_EPOCHS]["lr"] == pytest.approx(0.001, rel=0.01)
     report = json.loads((run.path / "pretrained.json").read_text())
     assert report["new"] == ["fc.weight", "fc.bias"] and len(report["loaded"]) > 100
     at_least(summary["test_accuracy"], 0.8, "test accuracy",  # 3 patterns: chance is 1/3
