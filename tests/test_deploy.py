@@ -24,9 +24,10 @@ runner = CliRunner(env={"COLUMNS": "200"})
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A small CNN with BatchNorm that learned 3 pattern classes, and its image folder."""
+    """A small CNN with BatchNorm that learned 3 pattern classes, and its image folder
+    (40 per class: 30 test images, one is 0.033 of the accuracy)."""
     folder = make_image_folder(tmp_path_factory.mktemp("data") / "images", classes=3,
-                               per_class=30, size=24, seed=LEARN_SEED)
+                               per_class=40, size=24, seed=LEARN_SEED)
     cfg = tiny_config(seed=LEARN_SEED, data={"path": str(folder), "image_size": 24},
                       model={"name": "flowers_cnn", "args": {"widths": [16, 16, 16],
                                                               "batchnorm": True,
@@ -45,7 +46,7 @@ def with_corrupt(trained, tmp_path):
     _, folder = trained
     target = tmp_path / "mixed"
     target.mkdir()
-    originals = sorted(p for p in folder.rglob("*") if p.is_file())[::3]  # 30 of 90
+    originals = sorted(p for p in folder.rglob("*") if p.is_file())[::3]  # 40 of 120
     for p in originals:
         (target / f"{p.parent.name}__{p.name}").write_bytes(p.read_bytes())
     (target / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
