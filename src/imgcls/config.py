@@ -23,7 +23,8 @@ from pydantic import (
 
 from imgcls.registry import closest
 
-Metric = Literal["val_accuracy", "val_loss", "train_accuracy", "train_loss"]
+Metric = Literal["val_accuracy", "val_loss", "val_macro_f1", "val_balanced_accuracy",
+                 "val_top5_accuracy", "train_accuracy", "train_loss"]
 TTA = Literal["none", "mirror", "mirror_translate"]
 
 
@@ -38,14 +39,41 @@ class Strict(BaseModel):
 class DataConfig(Strict):
     source: str = Field(
         "cifar10", description="The data source: `cifar10`, `cifar100` (the official "
-        "\"python version\" archives) or `folder` (one sub-folder per class, optionally under "
-        "`train/` and `test/` or `val/`).")
+        "\"python version\" archives), `folder` (one sub-folder per class, optionally under "
+        "`train/` and `test/` or `val/`), `csv` (a CSV/TSV file of image paths and labels), "
+        "`hf` (a Hugging Face `datasets` dataset; `pip install -e '.[hf]'`) or "
+        "`torchvision:<Name>` (a torchvision classification dataset, e.g. "
+        "`torchvision:FashionMNIST`).")
     path: str | None = Field(
         None, description="An archive (`.tar.gz`, `.tgz`, `.tar`, `.zip`, extracted once into "
-        "the cache), a folder, or where to download to. None: the cache dir.")
+        "the cache), a folder, a CSV/TSV file, a Hugging Face hub name, `save_to_disk` "
+        "folder or parquet file(s), or where to download to. None: the cache dir.")
     image_size: int | None = Field(
         None, ge=8, le=1024, description="Square side in pixels the images are decoded and "
-        "stored at; folders of mixed sizes need it. None: the source's native size.")
+        "stored at. None: the source's native size; for images of mixed sizes, the median "
+        "short side (rounded to a multiple of 8, at most 256), stated in the log and the "
+        "run's resolved config.")
+    channels: Literal["auto", 1, 3] = Field(
+        "auto", description="Colour channels the images are stored and trained with: 1 "
+        "(grayscale, a third of the memory), 3 (RGB; grayscale images are repeated), or "
+        "`auto`: 1 when every training image is grayscale, else 3.")
+    image_column: str | None = Field(
+        None, description="`csv`: the column of image paths (relative to the CSV file); "
+        "`hf`: the image column. None: the first of path, filename, file, image, img.")
+    label_column: str | None = Field(
+        None, description="`csv`/`hf`: the column of labels (class names or integers). "
+        "None: the first of label, labels, class, category, target, fine_label.")
+    split_column: str | None = Field(
+        None, description="`csv`: a column whose values (`train`, `test`; `val` counts as "
+        "test) assign each row's split. None: the column `split` if there is one, else the "
+        "stratified `test_fraction` split.")
+    hf_config: str | None = Field(
+        None, description="`hf`: the dataset's configuration (subset) name, for hub datasets "
+        "that have several.")
+    sampler: Literal["shuffle", "balanced"] = Field(
+        "shuffle", description="Training batch order: `shuffle` (each image once per epoch) "
+        "or `balanced` (each epoch draws as many images, every class equally often, with "
+        "replacement: for imbalanced classes).")
     resize: Literal["center_crop", "squash", "pad"] = Field(
         "center_crop", description="How `folder` images are brought to `image_size`: "
         "`center_crop` scales the short side and cuts the centre square (keeps the aspect "
@@ -352,6 +380,9 @@ class TrainConfig(Strict):
     label_smoothing: float = Field(
         0.0, ge=0, lt=1, description="Soft targets for the cross-entropy (0.2 in the fast "
         "recipe).")
+    class_weights: Literal["auto"] | list[Annotated[float, Field(gt=0)]] | None = Field(
+        None, description="Per-class weights in the loss: `auto` (inverse class frequency in "
+        "the training split, mean 1) or one weight per class, in class order. None: all 1.")
     loss_reduction: Literal["mean", "sum"] = Field(
         "mean", description="How the batch's losses are combined; `sum` makes the lr a "
         "per-example lr (the airbench convention).")

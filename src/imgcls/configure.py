@@ -46,7 +46,7 @@ def check(cfg: Config) -> list[str]:
 
 def _problems(cfg: Config) -> Iterator[tuple[str, str]]:
     from imgcls.augment import resolve_op
-    from imgcls.data import SOURCES
+    from imgcls.data import check_source
     from imgcls.models import check_model_name, check_regularizers, check_small_input
     from imgcls.train.optim import OPTIMIZERS
     from imgcls.train.schedule import SCHEDULES
@@ -55,10 +55,25 @@ def _problems(cfg: Config) -> Iterator[tuple[str, str]]:
         if value not in registry:
             yield f"{key} = {value!r}", registry.unknown_message(value)
 
-    yield from named("data.source", cfg.data.source, SOURCES)
-    if cfg.data.source == "folder" and not cfg.data.path:
-        yield ("data.path", "data.source 'folder' needs data.path: a folder of class "
-               "sub-folders, or a .zip/.tar(.gz) archive of one")
+    d = cfg.data
+    yield from _refused(f"data.source = {d.source!r}", check_source, d.source)
+    needs_path = {"folder": "a folder of class sub-folders, or a .zip/.tar(.gz) archive of one",
+                  "csv": "a CSV or TSV file of image paths and labels",
+                  "hf": "a Hugging Face hub name, a save_to_disk folder, parquet file(s) or "
+                        "an image folder"}
+    if d.source in needs_path and not d.path:
+        yield "data.path", f"data.source {d.source!r} needs data.path: {needs_path[d.source]}"
+    t = cfg.train
+    if d.val_fraction == 0:
+        watched = [("train.checkpoint.monitor", t.checkpoint.monitor)]
+        if t.early_stopping:
+            watched.append(("train.early_stopping.monitor", t.early_stopping.monitor))
+        if cfg.schedule.name == "plateau":
+            watched.append(("schedule.plateau.monitor", cfg.schedule.plateau.monitor))
+        for key, metric in watched:
+            if metric.startswith("val_") and metric not in ("val_accuracy", "val_loss"):
+                yield (f"{key} = {metric!r}", "is measured on the validation split only; set "
+                       "data.val_fraction > 0 or monitor val_accuracy / val_loss")
     m = cfg.model
     if m.pretrained is True and not m.name.startswith("timm:"):
         yield ("model.pretrained = true", f"downloads timm's weights, but {m.name!r} is not a "

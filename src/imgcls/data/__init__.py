@@ -13,7 +13,7 @@ from imgcls.data.cache import load_cached, save_cached
 from imgcls.data.cifar import cifar10, cifar100
 from imgcls.data.folder import folder
 from imgcls.data.split import stratified_split, stratified_subset
-from imgcls.registry import Registry
+from imgcls.registry import Registry, closest
 
 if TYPE_CHECKING:
     from imgcls.config import DataConfig
@@ -23,7 +23,29 @@ SOURCES.register("cifar10")(cifar10)
 SOURCES.register("cifar100")(cifar100)
 SOURCES.register("folder")(folder)
 
-__all__ = ["SOURCES", "DataError", "DataSplits", "ImageSet", "load_data"]
+__all__ = ["SOURCES", "DataError", "DataSplits", "ImageSet", "check_source", "get_source",
+           "load_data"]
+
+TORCHVISION_PREFIX = "torchvision:"
+
+
+def get_source(name: str) -> Source:
+    """The source called `name`; `torchvision:<Name>` is the torchvision source for that
+    dataset."""
+    if name.startswith(TORCHVISION_PREFIX):
+        return SOURCES.get("torchvision").named(name[len(TORCHVISION_PREFIX):])
+    return SOURCES.get(name)
+
+
+def check_source(name: str) -> None:
+    """Raise a ValueError naming the valid sources when `name` is none of them."""
+    if name.startswith(TORCHVISION_PREFIX):
+        get_source(name)
+    elif name not in SOURCES or name == "torchvision":
+        valid = [n for n in SOURCES.names() if n != "torchvision"]
+        raise ValueError(f"unknown data source {name!r}{closest(name, valid)}; valid: "
+                         f"{', '.join(valid)}, or {TORCHVISION_PREFIX}<Name> (e.g. "
+                         f"{TORCHVISION_PREFIX}FashionMNIST)")
 
 
 @dataclass
@@ -33,12 +55,17 @@ class DataSplits:
     test: ImageSet
     classes: list[str]
     skipped: list[str] = field(default_factory=list)
+    chosen_size: int | None = None  # picked for images of mixed sizes (data.image_size None)
     cache_hit: bool = False
     seconds: float = 0.0
 
     @property
     def image_size(self) -> int:
         return int(self.train.images.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.images.shape[-1])
 
     def counts(self) -> dict[str, list[int]]:
         """Images per class for each split, in class order."""
@@ -49,7 +76,7 @@ class DataSplits:
 
 def load_source(cfg: DataConfig) -> tuple[SourceData, bool]:
     """The source's decoded arrays, from the cache when its fingerprint matches."""
-    source = SOURCES.get(cfg.source)
+    source = get_source(cfg.source)
     key = source.fingerprint(cfg)
     folder = cache_root(cfg) / "arrays" / f"{cfg.source}-{key[:20]}"
     cached = load_cached(folder)
@@ -79,5 +106,5 @@ def load_data(cfg: DataConfig) -> DataSplits:
         train, val = train.subset(keep), train.subset(held)
     if cfg.train_subset:
         train = train.subset(stratified_subset(train.labels, cfg.train_subset, cfg.split_seed))
-    return DataSplits(train, val, test, data.classes, data.skipped, hit,
+    return DataSplits(train, val, test, data.classes, data.skipped, data.chosen_size, hit,
                       time.perf_counter() - start)

@@ -13,14 +13,13 @@ if TYPE_CHECKING:
     from imgcls.config import DataConfig
 
 
-
 class DataError(ValueError):
     """A problem with the user's data, naming the file or folder at fault."""
 
 
 @dataclass
 class ImageSet:
-    images: np.ndarray  # uint8, (N, H, W, 3)
+    images: np.ndarray  # uint8, (N, H, W, C) with C = 1 (grayscale) or 3 (RGB)
     labels: np.ndarray  # int64, (N,)
 
     def __len__(self) -> int:
@@ -38,6 +37,7 @@ class SourceData:
     test: ImageSet | None
     classes: list[str]
     skipped: list[str] = field(default_factory=list)  # "path: reason" per unreadable file
+    chosen_size: int | None = None  # the size picked for images of mixed sizes, if any
 
 
 class Source(Protocol):

@@ -34,7 +34,8 @@ def load_cached(folder: Path) -> SourceData | None:
     if meta.get("format") != FORMAT_VERSION:
         return None
     test = _load_set(folder, "test") if meta["has_test"] else None
-    return SourceData(_load_set(folder, "train"), test, meta["classes"], meta["skipped"])
+    return SourceData(_load_set(folder, "train"), test, meta["classes"], meta["skipped"],
+                      meta.get("chosen_size"))
 
 
 def move_into_place(tmp: Path, target: Path) -> None:
@@ -57,7 +58,8 @@ def save_cached(folder: Path, data: SourceData) -> None:
         if data.test is not None:
             _save_set(tmp, "test", data.test)
         meta = {"format": FORMAT_VERSION, "classes": data.classes,
-                "has_test": data.test is not None, "skipped": data.skipped}
+                "has_test": data.test is not None, "skipped": data.skipped,
+                "chosen_size": data.chosen_size}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         move_into_place(tmp, folder)
     except BaseException:

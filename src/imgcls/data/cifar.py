@@ -20,7 +20,7 @@ import numpy as np
 
 from imgcls.data.base import DataError, ImageSet, SourceData, cache_root
 from imgcls.data.download import download, file_digest, verify_checksum
-from imgcls.data.images import resize_array
+from imgcls.data.images import resize_array, to_channels
 
 if TYPE_CHECKING:
     from imgcls.config import DataConfig
@@ -124,7 +124,7 @@ class CifarSource:
         else:
             content = ";".join(file_digest(path / name) for name in self._files())
         return hashlib.sha256(
-            f"{content}|{cfg.labels}|{cfg.image_size}|{cfg.resize}".encode()).hexdigest()
+            f"{content}|{cfg.labels}|{cfg.image_size}|{cfg.resize}|{cfg.channels}".encode()).hexdigest()
 
     def _files(self) -> tuple[str, ...]:
         return (*self.fmt.train_files, *self.fmt.test_files, self.fmt.meta_file)
@@ -177,6 +177,8 @@ class CifarSource:
         if cfg.image_size and cfg.image_size != 32:
             train.images = resize_array(train.images, cfg.image_size, cfg.resize)
             test.images = resize_array(test.images, cfg.image_size, cfg.resize)
+        if cfg.channels == 1:  # auto keeps CIFAR's colour: its images are never all gray
+            train.images, test.images = (to_channels(s.images, 1) for s in (train, test))
         return SourceData(train, test, classes)
 
 

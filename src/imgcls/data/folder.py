@@ -17,7 +17,7 @@ import numpy as np
 from imgcls.data.base import DataError, ImageSet, SourceData, cache_root
 from imgcls.data.cache import move_into_place
 from imgcls.data.download import file_digest, verify_checksum
-from imgcls.data.images import decode_many
+from imgcls.data.images import decode_images, decode_settings, match_channels, storage_size
 
 if TYPE_CHECKING:
     from imgcls.config import DataConfig
@@ -98,7 +98,7 @@ class FolderSource:
 
     def fingerprint(self, cfg: DataConfig) -> str:
         root = self._root(cfg)
-        digest = hashlib.sha256(f"{cfg.image_size}|{cfg.resize}|{cfg.on_corrupt}".encode())
+        digest = hashlib.sha256(decode_settings(cfg).encode())
         for split_dir in filter(None, self._splits(root)):
             for paths in self._files(split_dir).values():
                 for p in paths:
@@ -108,39 +108,28 @@ class FolderSource:
         return digest.hexdigest()
 
     def _read(self, split_dir: Path, files: dict[str, list[Path]], classes: list[str],
-              cfg: DataConfig, skipped: list[str]) -> ImageSet:
+              cfg: DataConfig, size: int | None, skipped: list[str]) -> ImageSet:
         unknown = sorted(set(files) - set(classes))
         if unknown:
             raise DataError(f"{split_dir}: class folders {unknown} are not in the training "
                             f"classes {classes}")
         paths = [p for c in classes for p in files.get(c, [])]
         labels = np.array([i for i, c in enumerate(classes) for _ in files.get(c, [])])
-        size = cfg.image_size
-        if size is None:  # the native size, which must be square and shared by all
-            first = decode_many(paths[:1], None, cfg.resize)[0][0]
-            if first is None or first.shape[0] != first.shape[1]:
-                raise DataError(f"{paths[0]}: set data.image_size; images are not all "
-                                "square images of one size")
-            size = first.shape[0]
-        arrays, problems = decode_many(paths, size, cfg.resize)
-        if problems and cfg.on_corrupt == "error":
-            raise DataError("unreadable image files (set data.on_corrupt=skip to skip "
-                            "them):\n  " + "\n  ".join(problems))
-        skipped.extend(problems)
-        keep = [i for i, a in enumerate(arrays) if a is not None]
-        images = (np.stack([arrays[i] for i in keep]) if keep
-                  else np.zeros((0, size, size, 3), dtype=np.uint8))
-        return ImageSet(images, labels[keep].astype(np.int64))
+        return decode_images(paths, labels, cfg, size, skipped)
 
     def load(self, cfg: DataConfig) -> SourceData:
         train_dir, test_dir = self._splits(self._root(cfg))
         train_files = self._files(train_dir)
         classes = sorted(train_files)
+        test_files = self._files(test_dir) if test_dir else {}
+        every = [p for files in (train_files, test_files) for ps in files.values() for p in ps]
+        size = storage_size(cfg, every)
         skipped: list[str] = []
-        train = self._read(train_dir, train_files, classes, cfg, skipped)
-        test = (self._read(test_dir, self._files(test_dir), classes, cfg, skipped)
+        train = self._read(train_dir, train_files, classes, cfg, size, skipped)
+        test = (self._read(test_dir, test_files, classes, cfg, size, skipped)
                 if test_dir else None)
-        return SourceData(train, test, classes, skipped)
+        chosen = size if cfg.image_size is None else None
+        return match_channels(SourceData(train, test, classes, skipped, chosen), cfg.channels)
 
 
 folder = FolderSource()

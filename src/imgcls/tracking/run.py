@@ -50,6 +50,7 @@ class Preprocessing:
     mean: list[float]
     std: list[float]
     skipped_files: list[str] = field(default_factory=list)
+    channels: int = 3  # 1: grayscale inputs; older runs were all RGB
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], origin: str) -> Preprocessing:
@@ -142,6 +143,10 @@ class Run:
         run.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.config_path, cfg.to_yaml())
         return run
+
+    def write_config(self, cfg: Config) -> None:
+        """Replace the saved config with a more resolved one (a size chosen from the data)."""
+        atomic_write_text(self.config_path, cfg.to_yaml())
 
     @property
     def config_path(self) -> Path:
