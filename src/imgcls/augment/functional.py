@@ -130,7 +130,9 @@ def erase(x: torch.Tensor, mask: torch.Tensor, value: float | str,
 
 # -- color ----------------------------------------------------------------------------------
 def grayscale(xf: torch.Tensor) -> torch.Tensor:
-    """Luma of a float RGB batch, (N,1,H,W)."""
+    """Luma of a float RGB batch, (N,1,H,W); a grayscale batch is its own luma."""
+    if xf.shape[1] == 1:
+        return xf
     r, g, b = xf.unbind(1)
     return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(1)
 
@@ -170,7 +172,10 @@ def sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 
 def hue(x: torch.Tensor, shift_turns: torch.Tensor) -> torch.Tensor:
-    """Rotate the hue of image i by shift_turns[i] of a full turn (via HSV)."""
+    """Rotate the hue of image i by shift_turns[i] of a full turn (via HSV); grayscale
+    images have no hue and stay as they are."""
+    if x.shape[1] == 1:
+        return x
     xf = to_float(x)
     top, argmax = xf.max(1)
     chroma = top - xf.min(1).values

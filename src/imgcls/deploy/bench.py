@@ -40,7 +40,8 @@ def inference_speed(predictor: Predictor, images: list[str], batch_size: int,
     else:
         rng = np.random.default_rng(0)
         size = predictor.image_size
-        pixels = rng.integers(0, 256, (max(4 * batch_size, 512), size, size, 3), dtype=np.uint8)
+        pixels = rng.integers(0, 256, (max(4 * batch_size, 512), size, size, predictor.channels),
+                              dtype=np.uint8)
     pixels = resize_array(pixels, predictor.input_size, predictor.resize)
     deployable = Deployable(predictor.model, predictor.mean.tolist(), predictor.std.tolist())
 

@@ -1,8 +1,9 @@
 """Exporting a run's model for use outside imgcls (ONNX, TorchScript), verified on real
 images before it is kept.
 
-The exported model takes what an image library hands out: uint8 RGB pixels, NHWC
-(batch, height, width, 3), at the network's input size, any batch size. Normalization is
+The exported model takes what an image library hands out: uint8 pixels, NHWC
+(batch, height, width, channels): RGB, or one gray channel for a model trained on
+grayscale images, at the network's input size, any batch size. Normalization is
 inside the model. It returns `logits` and `probabilities` (softmax), one row per image.
 """
 
@@ -38,9 +39,9 @@ class Deployable(nn.Module):
     def __init__(self, model: nn.Module, mean: list[float], std: list[float]):
         super().__init__()
         self.model = model.eval()
-        std_t = torch.tensor(std).view(1, 3, 1, 1)
+        std_t = torch.tensor(std).view(1, -1, 1, 1)
         self.register_buffer("scale", 1.0 / (255.0 * std_t))
-        self.register_buffer("shift", -torch.tensor(mean).view(1, 3, 1, 1) / std_t)
+        self.register_buffer("shift", -torch.tensor(mean).view(1, -1, 1, 1) / std_t)
         self.eval()
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,13 +95,14 @@ def verify(reference: nn.Module, exported: Callable[[np.ndarray], np.ndarray],
     return Verification(n, worst, outside, 1.0 - disagree / max(n, 1), disagree)
 
 
-def export_model(deployable: Deployable, input_size: int, fmt: ExportFormat, out: Path) -> None:
+def export_model(deployable: Deployable, input_size: int, fmt: ExportFormat, out: Path,
+                 channels: int = 3) -> None:
     """Write the exported file atomically (a temporary name, then rename)."""
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    example = torch.zeros(4, input_size, input_size, 3, dtype=torch.uint8)
+    example = torch.zeros(4, input_size, input_size, channels, dtype=torch.uint8)
     try:
         if fmt == "onnx":
             batch = torch.export.Dim("batch", min=1)
@@ -140,7 +142,7 @@ def export_run(run_dir: str | Path, fmt: ExportFormat, out: str | Path | None = 
     images = np.array(images[:verify_images] if verify_images else images)  # a writable copy
     images = resize_array(images, input_size, cfg.data.resize)
     start = time.perf_counter()
-    export_model(deployable, input_size, fmt, out)
+    export_model(deployable, input_size, fmt, out, pre.channels)
     seconds = time.perf_counter() - start
     check = verify(deployable, run_exported(out, fmt), images)
     if not check.passed:
@@ -153,8 +155,9 @@ def export_run(run_dir: str | Path, fmt: ExportFormat, out: str | Path | None = 
     info = {
         "format": fmt, "file": out.name, "run": str(run_dir), "checkpoint": checkpoint,
         "classes": pre.classes,
-        "input": {"name": "images", "dtype": "uint8", "layout": "NHWC", "color": "RGB",
-                  "shape": ["batch", input_size, input_size, 3]},
+        "input": {"name": "images", "dtype": "uint8", "layout": "NHWC",
+                  "color": "RGB" if pre.channels == 3 else "L (grayscale)",
+                  "shape": ["batch", input_size, input_size, pre.channels]},
         "outputs": {"logits": ["batch", len(pre.classes)],
                     "probabilities": ["batch", len(pre.classes)]},
         "preprocessing": {"resize": cfg.data.resize, "size": input_size,

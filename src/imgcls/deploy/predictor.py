@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from imgcls.data.images import decode_many, fit_image
+from imgcls.data.images import as_hwc, decode_many, fit_image
 from imgcls.data.loader import BatchLoader
 from imgcls.tracking.run import Preprocessing
 from imgcls.train.evaluate import tta_logits
@@ -93,6 +93,7 @@ class Predictor:
         self.mean = torch.tensor(preprocess.mean)
         self.std = torch.tensor(preprocess.std)
         self.interpolation = preprocess.interpolation
+        self.channels = preprocess.channels  # 1: the model sees grayscale images
         self.channels_last = channels_last
 
     @classmethod
@@ -105,19 +106,20 @@ class Predictor:
 
     # -- preprocessing --------------------------------------------------------------------------
     def to_array(self, images: Iterable[Image.Image | np.ndarray]) -> np.ndarray:
-        """PIL images or uint8 HWC RGB arrays of any size -> uint8 NHWC at the data size."""
+        """PIL images or uint8 HWC arrays (RGB or gray) of any size -> uint8 NHWC at the
+        data size, with the model's channel count."""
         out = []
         for image in images:
             if isinstance(image, np.ndarray):
-                image = Image.fromarray(image)
-            out.append(np.asarray(fit_image(image, self.image_size, self.resize),
-                                  dtype=np.uint8))
-        return np.stack(out) if out else np.zeros((0, self.image_size, self.image_size, 3),
-                                                  np.uint8)
+                image = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[-1] == 1
+                                        else image)
+            out.append(as_hwc(fit_image(image, self.image_size, self.resize, self.channels)))
+        return np.stack(out) if out else np.zeros(
+            (0, self.image_size, self.image_size, self.channels), np.uint8)
 
     def read(self, paths: Sequence[Path]) -> tuple[np.ndarray, list[Path], list[str]]:
         """Decode files; unreadable ones are left out and reported as 'path: reason'."""
-        arrays, problems = decode_many(list(paths), self.image_size, self.resize)
+        arrays, problems = decode_many(list(paths), self.image_size, self.resize, self.channels)
         kept = [p for p, a in zip(paths, arrays, strict=True) if a is not None]
         images = [a for a in arrays if a is not None]
         stacked = np.stack(images) if images else self.to_array([])

@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from imgcls.models.classic import alexnet8, baseline_cnn, lenet5, vgg16_bn
@@ -85,24 +86,56 @@ def check_regularizers(name: str, dropout: float | None, drop_path: float | None
                          "timm models have it (timm:<name>)")
 
 
-def build_model(cfg: ModelConfig, num_classes: int, image_size: int) -> nn.Module:
-    """The model a config asks for, with its dropout and drop-path settings."""
+def build_model(cfg: ModelConfig, num_classes: int, image_size: int,
+                in_chans: int = 3) -> nn.Module:
+    """The model a config asks for, with its dropout and drop-path settings, for images of
+    `in_chans` channels."""
     settings = {"dropout": cfg.dropout, "drop_path": cfg.drop_path}
     extra = {arg: settings[key] for key, arg in regularizer_args(cfg.name).items()
              if settings[key] is not None}
-    return create_model(cfg.name, num_classes, image_size, cfg.small_input,
+    return create_model(cfg.name, num_classes, image_size, cfg.small_input, in_chans,
                         **{**cfg.args, **extra})
 
 
 def create_model(name: str, num_classes: int, image_size: int = 32, small_input: bool = False,
-                 **args: Any) -> nn.Module:
+                 in_chans: int = 3, **args: Any) -> nn.Module:
     """Any registry model, or `timm:<name>` (`small_input` adapts an ImageNet stem to
-    32-64 px inputs; the registry's CIFAR models are built for them already)."""
+    32-64 px inputs; the registry's CIFAR models are built for them already), taking
+    `in_chans`-channel images (1: grayscale)."""
     check_model_name(name)
     check_small_input(name, small_input)
+    if "in_chans" in args:
+        raise ValueError("model.args.in_chans: the channel count follows the data; set "
+                         "data.channels (1 or 3) instead")
     if name.startswith(TIMM_PREFIX):
-        return create_timm_model(name[len(TIMM_PREFIX):], num_classes, small_input, **args)
+        return create_timm_model(name[len(TIMM_PREFIX):], num_classes, small_input,
+                                 in_chans=in_chans, **args)
+    factory = MODELS.get(name)
+    own = "in_chans" in inspect.signature(factory).parameters
     try:
-        return MODELS.get(name)(num_classes=num_classes, image_size=image_size, **args)
+        model = factory(num_classes=num_classes, image_size=image_size,
+                        **({"in_chans": in_chans} if own else {}), **args)
     except TypeError as exc:  # a bad model.args key
         raise ValueError(f"model.args for {name!r}: {exc}") from None
+    return model if own or in_chans == 3 else adapt_input_channels(model, in_chans)
+
+
+def adapt_input_channels(model: nn.Module, in_chans: int) -> nn.Module:
+    """Rebuild the RGB stem conv (the first conv taking 3 channels) for `in_chans` channels.
+    Its initialization is the RGB one summed over colour (as timm adapts RGB weights), so
+    a 1-channel net starts as its RGB twin would on a gray image (and with the variance a
+    fresh 1-channel initialization has)."""
+    for path, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and module.in_channels == 3:
+            conv = nn.Conv2d(in_chans, module.out_channels, module.kernel_size, module.stride,
+                             module.padding, module.dilation, module.groups,
+                             module.bias is not None, module.padding_mode)
+            with torch.no_grad():
+                conv.weight.copy_(module.weight.sum(1, keepdim=True).expand_as(conv.weight))
+                if module.bias is not None:
+                    conv.bias.copy_(module.bias)
+            parent, _, child = path.rpartition(".")
+            setattr(model.get_submodule(parent), child, conv)
+            return model
+    raise ValueError(f"{type(model).__name__}: found no 3-channel stem convolution to adapt "
+                     f"to {in_chans} channel(s)")

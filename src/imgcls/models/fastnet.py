@@ -66,10 +66,11 @@ class ScaledLinear(nn.Linear):
 
 class FastNet(nn.Module):
     def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (64, 256, 256),
-                 depth: int = 2, whiten_kernel: int = 2, whiten_bias_epochs: float = 3.0):
+                 depth: int = 2, whiten_kernel: int = 2, whiten_bias_epochs: float = 3.0,
+                 in_chans: int = 3):
         super().__init__()
-        whiten_width = 2 * 3 * whiten_kernel**2
-        self.whiten = nn.Conv2d(3, whiten_width, whiten_kernel, padding=0, bias=True)
+        whiten_width = 2 * in_chans * whiten_kernel**2
+        self.whiten = nn.Conv2d(in_chans, whiten_width, whiten_kernel, padding=0, bias=True)
         self.whiten.weight.requires_grad_(False)
         self.whiten_bias_epochs = whiten_bias_epochs
         self.groups = nn.Sequential(
@@ -86,8 +87,15 @@ class FastNet(nn.Module):
         return self.head(self.groups(self.whiten(x)))
 
     @torch.no_grad()
-    def init_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:
-        """Whitening weights from the patch covariance of (normalized) training images."""
+    def init_from_data(self, images: torch.Tensor, eps: float = 5e-4,
+                       rank_tolerance: float = 1e-6) -> None:
+        """Whitening weights from the patch covariance of (normalized) training images.
+
+        Each filter is an eigenvector scaled by 1/sqrt(eigenvalue). Directions without
+        variance (eigenvalue below `rank_tolerance` of the largest: identical or constant
+        channels, e.g. grayscale stored as RGB) get a zero filter: scaled up, their rounding
+        noise would reach BatchNorm, which makes any variance unit variance, and the
+        eval-mode network would be dominated by noise. A zero filter passes only its bias."""
         k = self.whiten.kernel_size[0]
         c = images.shape[1]
         patches = images.float().unfold(2, k, 1).unfold(3, k, 1)  # N, C, H', W', k, k
@@ -95,7 +103,9 @@ class FastNet(nn.Module):
         covariance = patches.T @ patches / len(patches)
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
         order = eigenvalues.argsort(descending=True)
-        filters = eigenvectors.T[order] / torch.sqrt(eigenvalues[order] + eps)[:, None]
+        eigenvalues, eigenvectors = eigenvalues[order], eigenvectors.T[order]
+        filters = eigenvectors / torch.sqrt(eigenvalues.clamp(min=0) + eps)[:, None]
+        filters[eigenvalues <= rank_tolerance * eigenvalues[0]] = 0
         filters = filters.reshape(-1, c, k, k)
         self.whiten.weight.copy_(torch.cat([filters, -filters]))
 
@@ -105,16 +115,19 @@ class FastNet(nn.Module):
         return {"whiten.bias": self.whiten_bias_epochs}
 
 
-def fastnet94(num_classes: int = 10, image_size: int = 32, **kwargs) -> FastNet:
+def fastnet94(num_classes: int = 10, image_size: int = 32, in_chans: int = 3,
+              **kwargs) -> FastNet:
     """The airbench94 network: widths 64/256/256, two convs per group."""
-    return FastNet(num_classes, widths=(64, 256, 256), **kwargs)
+    return FastNet(num_classes, widths=(64, 256, 256), in_chans=in_chans, **kwargs)
 
 
-def fastnet95(num_classes: int = 10, image_size: int = 32, **kwargs) -> FastNet:
+def fastnet95(num_classes: int = 10, image_size: int = 32, in_chans: int = 3,
+              **kwargs) -> FastNet:
     """The airbench95 network: widths 128/384/384, two convs per group."""
-    return FastNet(num_classes, widths=(128, 384, 384), **kwargs)
+    return FastNet(num_classes, widths=(128, 384, 384), in_chans=in_chans, **kwargs)
 
 
-def fastnet96(num_classes: int = 10, image_size: int = 32, **kwargs) -> FastNet:
+def fastnet96(num_classes: int = 10, image_size: int = 32, in_chans: int = 3,
+              **kwargs) -> FastNet:
     """The airbench96 network: widths 128/384/512, three convs per group with a residual."""
-    return FastNet(num_classes, widths=(128, 384, 512), depth=3, **kwargs)
+    return FastNet(num_classes, widths=(128, 384, 512), depth=3, in_chans=in_chans, **kwargs)

@@ -18,6 +18,11 @@ def has_weights(module: nn.Module, recurse: bool = True) -> bool:
     return next(module.parameters(recurse=recurse), None) is not None
 
 
+def input_channels(model: nn.Module) -> int:
+    """The channel count of the model's input (its first convolution's; 3 without one)."""
+    return next((m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d)), 3)
+
+
 def head_name(model: nn.Module) -> str:
     """The classifier: timm's `pretrained_cfg['classifier']`, else the last Linear."""
     cfg = getattr(model, "pretrained_cfg", None) or {}

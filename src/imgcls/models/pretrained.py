@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from imgcls.models.parts import head_name
+from imgcls.models.parts import head_name, input_channels
 
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 IMAGENET_HINT = ("download the weights on a machine that is online (e.g. `timm.create_model"
@@ -46,17 +46,20 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)
     new: list[str] = field(default_factory=list)  # initialized fresh (the head)
     skipped: list[str] = field(default_factory=list)  # in the file, unused
+    adapted: list[str] = field(default_factory=list)  # loaded, RGB stem summed for gray input
 
     def summary(self) -> str:
         text = (f"pretrained weights from {self.source}: {len(self.loaded)} tensors loaded, "
                 f"{len(self.new)} new ({', '.join(self.new) or 'none'}), "
                 f"{len(self.skipped)} skipped")
+        if self.adapted:
+            text += f", {', '.join(self.adapted)} summed over RGB for 1-channel input"
         return text + (f" ({', '.join(self.skipped[:6])}{', ...' if len(self.skipped) > 6 else ''})"
                        if self.skipped else "")
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "loaded": self.loaded, "new": self.new,
-                "skipped": self.skipped}
+                "skipped": self.skipped, "adapted": self.adapted}
 
 
 def timm_preprocess(model: nn.Module) -> Preprocess:
@@ -126,6 +129,10 @@ def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
         elif theirs is None:
             if not name.endswith("num_batches_tracked"):
                 problems.append(f"{name} is missing")
+        elif is_rgb_stem_for_gray(theirs, tensor):  # an RGB model's stem, gray images
+            loadable[name] = theirs.sum(1, keepdim=True)
+            report.loaded.append(name)
+            report.adapted.append(name)
         elif theirs.shape != tensor.shape:
             problems.append(f"{name} has shape {tuple(theirs.shape)} in the file, "
                             f"{tuple(tensor.shape)} in the model")
@@ -141,6 +148,12 @@ def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
                               "(model.name, model.args)?")
     model.load_state_dict(loadable, strict=False)  # the head keeps its fresh initialization
     return report
+
+
+def is_rgb_stem_for_gray(theirs: torch.Tensor, own: torch.Tensor) -> bool:
+    """A conv weight for 3 input channels where the model's takes 1 (else the same)."""
+    return (theirs.ndim == own.ndim == 4 and theirs.shape[1] == 3 and own.shape[1] == 1
+            and theirs.shape[0] == own.shape[0] and theirs.shape[2:] == own.shape[2:])
 
 
 def load_pretrained(model: nn.Module, pretrained: bool | str, model_name: str,
@@ -175,7 +188,7 @@ def _load_from_hub(model: nn.Module, model_name: str,
         raise PretrainedError(f"{model_name} has no pretrained weights in timm; "
                               "`timm.list_pretrained()` lists the models that do")
     try:
-        timm_load(model, num_classes=num_classes)
+        timm_load(model, num_classes=num_classes, in_chans=input_channels(model))
     except Exception as exc:  # noqa: BLE001 - offline, proxy, hub errors all end here
         raise PretrainedError(
             f"model.pretrained: could not fetch the weights of {model_name} from {where} "

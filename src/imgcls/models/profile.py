@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from imgcls.models.parts import input_channels
+
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, frozen) parameter counts. BatchNorm running statistics are buffers, not
@@ -32,7 +34,7 @@ def forward_gflops(model: nn.Module, image_size: int) -> float:
     model.eval()
     device = next(model.parameters()).device
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 3, image_size, image_size, device=device))
+        model(torch.zeros(1, input_channels(model), image_size, image_size, device=device))
     return counter.get_total_flops() / 1e9
 
 
@@ -46,7 +48,8 @@ def training_images_per_second(model: nn.Module, image_size: int, num_classes: i
     model = model.to(memory_format=fmt)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(batch_size, 3, image_size, image_size, generator=generator)
+    x = torch.randn(batch_size, input_channels(model), image_size, image_size,
+                    generator=generator)
     x = x.contiguous(memory_format=fmt)
     y = torch.randint(0, num_classes, (batch_size,), generator=generator)
     times = []

@@ -89,7 +89,10 @@ def per_class_accuracy(accuracy: np.ndarray, counts: np.ndarray, classes: list[s
 
 
 def _show(ax: Any, image: np.ndarray, wrong: bool, caption: str = "") -> None:
-    ax.imshow(image)
+    if image.shape[-1] == 1:  # grayscale
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(image)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)
