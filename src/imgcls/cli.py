@@ -102,7 +102,10 @@ def main(
 
 @app.command()
 def train(
-    config: Annotated[Path | None, typer.Argument(help="YAML config file.")] = None,
+    config: Annotated[Path | None, typer.Argument(
+        help="YAML config file, or data to train on without one: a folder of class "
+        "sub-folders, an archive of one (.zip/.tar.gz/.tgz/.tar) or a CSV/TSV file (a recipe "
+        "is chosen from the data).")] = None,
     set_: SetOption = [],  # noqa: B006 - typer needs a literal default
     run_dir: Annotated[Path | None, typer.Option(
         help="Run folder (default: runs/<time>-<name>).")] = None,
@@ -110,14 +113,23 @@ def train(
 ) -> None:
     """Train a model and record the run. Under `torchrun --nproc-per-node N -m imgcls.cli
     train ...`, N processes train it data-parallel (docs/training.md)."""
+    from imgcls.recipes import is_config_file, recipe_for_data
     from imgcls.train import distributed
     from imgcls.train import train as run_training
 
     if resume is not None and (config is not None or set_):
         _fail("--resume takes the run's own config; drop CONFIG and --set")
+    cfg = None
+    if resume is None:
+        if config is not None and not is_config_file(config):
+            cfg, chosen = recipe_for_data(config, set_)
+            for line in chosen:
+                log.info(line)
+        else:
+            cfg = load_config(config, set_)
     try:
         run, summary = (run_training(resume=resume) if resume is not None
-                        else run_training(load_config(config, set_), run_dir))
+                        else run_training(cfg, run_dir))
     finally:
         distributed.teardown()
     if distributed.env_rank() == 0:  # one summary line from a torchrun launch
@@ -166,11 +178,44 @@ def eval_(
     tta: Annotated[TTA | None, typer.Option(
         help="Test-time augmentation (default: the run's own).")] = None,
     checkpoint: CheckpointOption = "best",
+    json_only: Annotated[bool, typer.Option(
+        "--json", help="Print only the JSON record (for scripts).")] = False,
 ) -> None:
-    """Reload a run's saved model and evaluate it."""
+    """Reload a run's saved model and evaluate it: accuracy, loss, macro-F1, balanced
+    accuracy, top-5 accuracy (more than 5 classes) and a per-class table, then the JSON
+    record of all of them."""
     from imgcls.train import evaluate_run
 
-    console.print_json(json.dumps(evaluate_run(run_dir, data, tta, checkpoint)))
+    result = evaluate_run(run_dir, data, tta, checkpoint)
+    if not json_only:
+        _print_evaluation(result)
+    console.print_json(json.dumps(result))
+
+
+EVAL_FIGURES = [("accuracy", "accuracy", "{:.2%}"), ("loss", "loss", "{:.4f}"),
+                ("macro_f1", "macro-F1", "{:.4f}"),
+                ("balanced_accuracy", "balanced accuracy", "{:.2%}"),
+                ("top5_accuracy", "top-5 accuracy", "{:.2%}")]
+
+
+def _print_evaluation(result: dict[str, Any]) -> None:
+    """`imgcls eval`'s tables: the overall figures (plain and, with TTA, TTA) and the
+    per-class precision/recall/F1/support."""
+    tta = result["tta"] != "none"
+    table = Table("figure", "plain", *(["TTA " + result["tta"]] if tta else []),
+                  title=f"{result['run']} ({result['checkpoint']}), {result['images']} images")
+    for key, label, fmt in EVAL_FIGURES:
+        if key in result:
+            table.add_row(label, fmt.format(result[key]),
+                          *([fmt.format(result["tta_" + key])] if tta else []))
+    console.print(table)
+    rows = result.get("per_class") or []
+    per_class = Table("class", "precision", "recall", "F1", "support",
+                      title="per class" + (f" (TTA {result['tta']})" if tta else ""))
+    for row in rows:
+        per_class.add_row(escape(str(row["class"])), f"{row['precision']:.3f}",
+                          f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    console.print(per_class)
 
 
 @app.command()

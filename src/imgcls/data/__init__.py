@@ -12,7 +12,10 @@ from imgcls.data.base import DataError, ImageSet, Source, SourceData, cache_root
 from imgcls.data.cache import load_cached, save_cached
 from imgcls.data.cifar import cifar10, cifar100
 from imgcls.data.folder import folder
+from imgcls.data.hf import hf
 from imgcls.data.split import stratified_split, stratified_subset
+from imgcls.data.table import csv_source
+from imgcls.data.torchvision_source import torchvision_sources
 from imgcls.registry import Registry, closest
 
 if TYPE_CHECKING:
@@ -22,6 +25,9 @@ SOURCES: Registry[Source] = Registry("data source")
 SOURCES.register("cifar10")(cifar10)
 SOURCES.register("cifar100")(cifar100)
 SOURCES.register("folder")(folder)
+SOURCES.register("csv")(csv_source)
+SOURCES.register("hf")(hf)
+SOURCES.register("torchvision")(torchvision_sources)
 
 __all__ = ["SOURCES", "DataError", "DataSplits", "ImageSet", "check_source", "get_source",
            "load_data"]
@@ -78,7 +84,7 @@ def load_source(cfg: DataConfig) -> tuple[SourceData, bool]:
     """The source's decoded arrays, from the cache when its fingerprint matches."""
     source = get_source(cfg.source)
     key = source.fingerprint(cfg)
-    folder = cache_root(cfg) / "arrays" / f"{cfg.source}-{key[:20]}"
+    folder = cache_root(cfg) / "arrays" / f"{cfg.source.replace(':', '-')}-{key[:20]}"
     cached = load_cached(folder)
     if cached is not None:
         return cached, True

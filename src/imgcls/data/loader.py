@@ -35,12 +35,19 @@ def fits_in_memory(nbytes: int, share: float = 0.5) -> bool:
 
 class Batches:
     """An epoch's batch order, shared by image batches and cached-feature batches: a
-    shuffle drawn from (seed, epoch), so a resumed or cached run sees the same order."""
+    shuffle drawn from (seed, epoch), so a resumed or cached run sees the same order.
+    `sampler="balanced"` draws the epoch's ids with replacement instead, every class
+    equally likely (each image of a class with n images: 1 / (C * n), C the classes
+    present), as many as there are images, also from (seed, epoch)."""
 
     def __init__(self, labels: torch.Tensor, batch_size: int, shuffle: bool, drop_last: bool,
-                 seed: int, shard: tuple[int, int]):
+                 seed: int, shard: tuple[int, int], sampler: str = "shuffle"):
+        if sampler not in ("shuffle", "balanced"):
+            raise ValueError(f"sampler = {sampler!r}: valid: shuffle, balanced")
         self.labels, self.batch_size = labels, batch_size
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.sampler = sampler
+        self._by_class: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         # data-parallel training: (rank, world size). Every process draws the same global
         # batch and keeps its share (`take_shard`), so N processes do one process's step
         self.shard = shard
@@ -53,10 +60,27 @@ class Batches:
         """The epoch's generator (augmentation draws from it next) and its batches' ids."""
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 1))
         n = len(self.labels)
-        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        if self.sampler == "balanced":
+            order = self.balanced_draw(n, generator)
+        else:
+            order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
         order = order.to(self.labels.device)
         return generator, [order[b * self.batch_size:(b + 1) * self.batch_size]
                            for b in range(len(self))]
+
+    def balanced_draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """`n` ids drawn with replacement: a class uniformly among those present, then an
+        image of it uniformly (on the CPU, so every device draws the same ids)."""
+        if self._by_class is None:
+            labels = self.labels.cpu().long()
+            _, counts = torch.unique(labels, sorted=True, return_counts=True)
+            self._by_class = (torch.argsort(labels, stable=True), counts.cumsum(0) - counts,
+                              counts)
+        ids, starts, counts = self._by_class
+        cls = torch.randint(len(counts), (n,), generator=generator)
+        size = counts[cls]
+        within = (torch.rand(n, generator=generator, dtype=torch.float64) * size).long()
+        return ids[starts[cls] + torch.minimum(within, size - 1)]
 
 
 class BatchLoader(Batches):
@@ -65,7 +89,7 @@ class BatchLoader(Batches):
                  augment: Sequence[AugmentOp] = (), mix: Mixer | None = None, seed: int = 0,
                  channels_last: bool = True, in_memory: bool | None = None,
                  size: int | None = None, interpolation: str = "bilinear",
-                 shard: tuple[int, int] = (0, 1)):
+                 shard: tuple[int, int] = (0, 1), sampler: str = "shuffle"):
         if in_memory is None:
             in_memory = fits_in_memory(data.images.nbytes)
         # in memory: read-only memory maps are copied into RAM (or onto the device) once;
@@ -73,13 +97,13 @@ class BatchLoader(Batches):
         self.images = (torch.from_numpy(np.require(data.images, requirements=["C", "W"]))
                        .to(device) if in_memory else data.images)
         super().__init__(torch.from_numpy(np.asarray(data.labels)).to(device), batch_size,
-                         shuffle, drop_last, seed, shard)
+                         shuffle, drop_last, seed, shard, sampler)
         self.device = device
         self.augment, self.mix = list(augment), mix
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # normalize as one fused multiply-add on the uint8 values
-        self.scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(device)
-        self.shift = (-mean / std).view(1, 3, 1, 1).to(device)
+        self.scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(device)
+        self.shift = (-mean / std).view(1, -1, 1, 1).to(device)
         # the network's input size, when it differs from the stored images' (resized on the
         # fly on the device, after augmentation: cheap ops at the small size)
         self.size = size if size != data.images.shape[1] else None

@@ -93,9 +93,10 @@ class FastNet(nn.Module):
 
         Each filter is an eigenvector scaled by 1/sqrt(eigenvalue). Directions without
         variance (eigenvalue below `rank_tolerance` of the largest: identical or constant
-        channels, e.g. grayscale stored as RGB) get a zero filter: scaled up, their rounding
-        noise would reach BatchNorm, which makes any variance unit variance, and the
-        eval-mode network would be dominated by noise. A zero filter passes only its bias."""
+        channels, e.g. grayscale stored as RGB) get no filter of their own: scaled up, their
+        rounding noise (or, with a zero filter, a constant) would reach BatchNorm, which
+        makes any variance unit variance, and the network would be dominated by noise.
+        Their places repeat the filters of the directions that have variance."""
         k = self.whiten.kernel_size[0]
         c = images.shape[1]
         patches = images.float().unfold(2, k, 1).unfold(3, k, 1)  # N, C, H', W', k, k
@@ -105,7 +106,8 @@ class FastNet(nn.Module):
         order = eigenvalues.argsort(descending=True)
         eigenvalues, eigenvectors = eigenvalues[order], eigenvectors.T[order]
         filters = eigenvectors / torch.sqrt(eigenvalues.clamp(min=0) + eps)[:, None]
-        filters[eigenvalues <= rank_tolerance * eigenvalues[0]] = 0
+        rank = max(1, int((eigenvalues > rank_tolerance * eigenvalues[0]).sum()))
+        filters = filters[torch.arange(len(filters)) % rank]  # identity at full rank
         filters = filters.reshape(-1, c, k, k)
         self.whiten.weight.copy_(torch.cat([filters, -filters]))
 

@@ -21,6 +21,9 @@ from imgcls.tracking.run import Run
 SUMMARY_FIELDS = [  # (summary key, label, format)
     ("test_accuracy", "test accuracy", "{:.2%}"), ("test_accuracy_plain",
                                                    "test accuracy without TTA", "{:.2%}"),
+    ("test_macro_f1", "test macro-F1", "{:.4f}"),
+    ("test_balanced_accuracy", "test balanced accuracy", "{:.2%}"),
+    ("test_top5_accuracy", "test top-5 accuracy", "{:.2%}"),
     ("best_val_accuracy", "best val accuracy", "{:.2%}"), ("best_epoch", "best epoch", "{}"),
     ("epochs", "epochs trained", "{}"), ("stop_reason", "stopped by", "{}"),
     ("wall_seconds", "wall time (s)", "{:.0f}"),
@@ -76,6 +79,17 @@ def predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list
             pre.classes)
 
 
+def per_class_section(summary: dict[str, Any], heading: str = "") -> Section:
+    """The summary's per-class test figures (`per_class`) as a table."""
+    tta = summary.get("tta") or "none"
+    rows = [{"class": str(row["class"]), "precision": f"{row['precision']:.3f}",
+             "recall": f"{row['recall']:.3f}", "F1": f"{row['f1']:.3f}",
+             "support": str(row["support"])} for row in summary["per_class"]]
+    return Section(f"{heading}per-class metrics (test)", [
+        f"Precision, recall and F1 of each class on the test split, best checkpoint, TTA: "
+        f"{tta}; support is the class's number of test images."], rows)
+
+
 def run_sections(run_dir: Path, heading: str = "", prefix: str = "") -> list[Section]:
     """`heading` and `prefix` tell this run's sections and files apart inside a larger
     report."""
@@ -93,6 +107,8 @@ def run_sections(run_dir: Path, heading: str = "", prefix: str = "") -> list[Sec
                         figures=[(prefix + "curves", plots.run_curves(
                             history, f"{record.config.get('name', '')} ({run_dir.name})"))]
                         if history else [])]
+    if summary.get("per_class"):
+        sections.append(per_class_section(summary, heading))
     if not Run(run_dir).has_checkpoint("best"):
         return sections
     images, probs, labels, classes = predictions(run_dir)

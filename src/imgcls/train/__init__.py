@@ -42,6 +42,10 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
     data = load_data(cfg.data)
     if world.is_main:
         distributed.barrier()
+    if data.chosen_size and cfg.data.image_size is None and resume is None:
+        cfg.data.image_size = data.chosen_size  # the resolved config says what was stored
+        if world.is_main:
+            run.write_config(cfg)
     trainer = Trainer(cfg, run, data, callbacks)
     if resume is not None and run.has_checkpoint("last"):
         trainer.load_state_dict(run.load_checkpoint("last", trainer.device))
@@ -53,7 +57,8 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
         run.write_preprocessing(Preprocessing(
             classes=data.classes, image_size=data.image_size, resize=cfg.data.resize,
             input_size=inputs.size, interpolation=inputs.interpolation,
-            mean=inputs.mean.tolist(), std=inputs.std.tolist(), skipped_files=data.skipped))
+            mean=inputs.mean.tolist(), std=inputs.std.tolist(), skipped_files=data.skipped,
+            channels=data.channels))
     summary = trainer.fit()
     if world.is_main:
         run.write_summary({**summary, "processes": world.size})
@@ -70,7 +75,7 @@ def load_model(run_dir: str | Path, checkpoint: str = "best",
     cfg = run.config()
     pre = run.preprocessing()
     state = run.load_checkpoint(checkpoint, device)
-    model = build_model(cfg.model, len(pre.classes), pre.input_size)
+    model = build_model(cfg.model, len(pre.classes), pre.input_size, pre.channels)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
@@ -83,8 +88,11 @@ def load_model(run_dir: str | Path, checkpoint: str = "best",
 
 def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None,
                  tta: str | None = None, checkpoint: str = "best") -> dict[str, Any]:
-    """Accuracy of a run's saved model on its own test split, or on another image folder
-    whose class sub-folders carry the run's class names. `tta` defaults to the run's own."""
+    """Accuracy, loss, macro-F1, balanced accuracy, top-5 accuracy (more than 5 classes)
+    and the per-class table (`per_class`: precision, recall, F1, support; from the TTA
+    logits when TTA is on) of a run's saved model on its own test split, or on another image
+    folder whose class sub-folders carry the run's class names. `tta` defaults to the run's
+    own."""
     if tta is not None and tta not in get_args(TTA):
         raise ConfigError(f"tta = {tta!r}: valid: {', '.join(get_args(TTA))}")
     model, pre, cfg = load_model(run_dir, checkpoint)
@@ -93,7 +101,8 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None,
         test = load_data(cfg.data).test
     else:
         folder_cfg = cfg.data.model_copy(update={"source": "folder", "path": str(data_path),
-                                                 "image_size": pre.image_size})
+                                                 "image_size": pre.image_size,
+                                                 "channels": pre.channels})
         source, _ = load_source(folder_cfg)
         unknown = sorted(set(source.classes) - set(pre.classes))
         if unknown:
@@ -107,4 +116,4 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None,
                          channels_last=cfg.train.channels_last, size=pre.input_size,
                          interpolation=pre.interpolation)
     return {"run": str(run_dir), "checkpoint": checkpoint, "images": len(test), "tta": tta,
-            **evaluate(model, loader, tta)}
+            **evaluate(model, loader, tta, per_class=True, classes=pre.classes)}

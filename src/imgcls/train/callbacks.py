@@ -27,16 +27,19 @@ from rich.progress import (
 )
 from torch import nn
 
-from imgcls.log import ROOT
+from imgcls.log import ROOT, get_logger
 from imgcls.train import distributed
+from imgcls.train.optim import frozen_norm_stats
 from imgcls.train.schedule import refresh_lr
 
 if TYPE_CHECKING:
     from imgcls.config import Config
+    from imgcls.data import DataSplits
     from imgcls.tracking.run import Run
     from imgcls.train.stage import Stage
 
 console = Console()
+log = get_logger(__name__)
 
 
 class Trainer(Protocol):
@@ -53,6 +56,7 @@ class Trainer(Protocol):
     stop_reason: str | None
     stage: Stage
     loaders: Any  # imgcls.train.setup.Loaders
+    data: DataSplits
 
     @property
     def is_main(self) -> bool: ...
@@ -335,3 +339,186 @@ class ProgressBar(Callback):
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
         if not self.quiet:
             self.progress.stop()
+
+
+def _epoch_list(epochs: list[int]) -> str:
+    """[1, 2, 3, 5] -> '1-3, 5'."""
+    runs: list[list[int]] = []
+    for e in sorted(set(epochs)):
+        if runs and e == runs[-1][-1] + 1:
+            runs[-1].append(e)
+        else:
+            runs.append([e])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
+class LearningCheck(Callback):
+    """Warns about runs that fail without an error, in the log and in `summary["warnings"]`:
+
+    - chance: validation accuracy at chance (the majority class's share of the validation
+      split, within a margin) in an epoch whose training accuracy is clearly above chance;
+    - modes: on a fixed batch (the first `probe_size` validation images, else training
+      images), the evaluated model's predictions in eval mode and in train mode (batch
+      statistics, running statistics left alone, dropout off) agree on fewer than
+      `min_agreement` of the images while training accuracy is clearly above chance, from
+      epoch `settle_epochs + 1` on (fast recipes' statistics legitimately lag in their
+      first epoch);
+    - nothing: training accuracy still at chance after `patience` epochs or more.
+
+    "Clearly above chance" is at least chance + `lift` and twice chance (at most halfway
+    from chance to 1, so two-class runs can reach it). The probe leaves training alone: no
+    gradients, BatchNorm running statistics and batch counts untouched, the RNG state
+    restored, every module's mode put back. The epochs behind each warning are the
+    callback's state, so a resumed run keeps the warnings of its first part."""
+
+    key = "learning_check"
+
+    def __init__(self, margin: float = 0.03, lift: float = 0.2, min_agreement: float = 0.5,
+                 patience: int = 3, probe_size: int = 256, settle_epochs: int = 1):
+        self.margin, self.lift, self.min_agreement = margin, lift, min_agreement
+        self.settle_epochs = settle_epochs
+        self.patience, self.probe_size = patience, probe_size
+        self.chance_epochs: list[list[float]] = []  # [epoch, val accuracy, train accuracy]
+        self.disagreements: list[list[float]] = []  # [epoch, agreement, images]
+        self.epochs, self.best_train = 0, 0.0  # for "learning nothing"
+
+    # -- what chance is ---------------------------------------------------------------------
+    @staticmethod
+    def chance(counts: list[int]) -> tuple[float, int]:
+        """The majority class's share of a split (1 / classes when balanced), its size."""
+        total = sum(counts)
+        return (max(counts) / total if total else 1.0), total
+
+    def at_chance(self, accuracy: float, chance: float, n: int) -> bool:
+        """Within `margin`, or two binomial standard errors for small splits, of chance."""
+        spread = 2 * math.sqrt(chance * (1 - chance) / max(n, 1))
+        return accuracy <= chance + max(self.margin, spread)
+
+    def clearly_above(self, accuracy: float, chance: float) -> bool:
+        return accuracy >= max(chance + self.lift, min(2 * chance, (1 + chance) / 2))
+
+    # -- the hooks --------------------------------------------------------------------------
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        train = metrics.get("train_accuracy")
+        if train is None:
+            return
+        counts = trainer.data.counts()
+        train_chance, train_n = self.chance(counts["train"])
+        epoch = metrics["epoch"]
+        self.epochs += 1
+        self.best_train = max(self.best_train, train)
+        if self.epochs == self.patience and self.at_chance(self.best_train, train_chance,
+                                                           train_n):
+            self._warn(trainer, self.nothing_message(train_chance))
+        if not self.clearly_above(train, train_chance):
+            return
+        val = metrics.get("val_accuracy")
+        if val is not None and "val" in counts:
+            val_chance, val_n = self.chance(counts["val"])
+            if self.at_chance(val, val_chance, val_n):
+                first = not self.chance_epochs
+                self.chance_epochs.append([epoch, val, train])
+                self._warn(trainer, self.chance_message(val_chance) if first else
+                           f"epoch {epoch}: validation accuracy still at chance ({val:.3f}, "
+                           f"training {train:.3f})")
+        if epoch <= self.settle_epochs:
+            return
+        agreement, n = self.mode_agreement(trainer)
+        if n and agreement < self.min_agreement:
+            first = not self.disagreements
+            self.disagreements.append([epoch, agreement, n])
+            self._warn(trainer, self.modes_message() if first else
+                       f"epoch {epoch}: eval-mode and train-mode predictions agree on "
+                       f"{agreement:.0%} of {n} images")
+
+    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        summary["warnings"] = self.warnings(trainer)
+
+    def warnings(self, trainer: Trainer) -> list[str]:
+        found = []
+        if self.chance_epochs:
+            found.append(self.chance_message(self.chance(trainer.data.counts()["val"])[0]))
+        if self.disagreements:
+            found.append(self.modes_message())
+        train_chance, train_n = self.chance(trainer.data.counts()["train"])
+        if self.epochs >= self.patience and self.at_chance(self.best_train, train_chance,
+                                                           train_n):
+            found.append(self.nothing_message(train_chance))
+        return found
+
+    # -- the messages -----------------------------------------------------------------------
+    def chance_message(self, chance: float) -> str:
+        epochs = _epoch_list([int(e) for e, _, _ in self.chance_epochs])
+        val = max(v for _, v, _ in self.chance_epochs)
+        train = max(t for _, _, t in self.chance_epochs)
+        return (f"validation accuracy at chance in epoch(s) {epochs} (at most {val:.3f}; "
+                f"chance {chance:.3f}, the validation split's majority class) while training "
+                f"accuracy reached {train:.3f}: the network learns, but not what evaluation "
+                "measures. Likely causes: BatchNorm statistics that do not match evaluation "
+                "(the eval-mode network differs from the train-mode one); images with "
+                "constant or identical channels (grayscale stored as RGB: try data.channels: "
+                "1); a learning rate too high for the running statistics (lower optim.lr); "
+                "validation labels that differ from the training labels")
+
+    def modes_message(self) -> str:
+        epochs = _epoch_list([int(e) for e, _, _ in self.disagreements])
+        lowest = min(a for _, a, _ in self.disagreements)
+        n = int(self.disagreements[0][2])
+        return (f"eval-mode and train-mode predictions disagree in epoch(s) {epochs}: they "
+                f"agree on as few as {lowest:.0%} of {n} fixed images (train mode: batch "
+                "statistics, dropout off). The BatchNorm running statistics (eval "
+                "statistics) do not describe what the network sees in training; likely "
+                "causes: images with constant or identical channels (grayscale stored as "
+                "RGB: try data.channels: 1), a learning rate too high for the statistics to "
+                "follow, or too few steps for them to settle")
+
+    def nothing_message(self, chance: float) -> str:
+        return (f"learning nothing: training accuracy stayed at chance (at most "
+                f"{self.best_train:.3f}; chance {chance:.3f}) for {self.epochs} epochs. Likely "
+                "causes: a learning rate far too high or too low (try imgcls lr-find), "
+                "labels that do not match the images, or data without signal (constant or "
+                "corrupt images: check with imgcls data info and imgcls augment preview)")
+
+    def _warn(self, trainer: Trainer, message: str) -> None:
+        if trainer.is_main:
+            log.warning(f"warning: {message}")
+
+    # -- the probe --------------------------------------------------------------------------
+    @torch.no_grad()
+    def mode_agreement(self, trainer: Trainer) -> tuple[float, int]:
+        """The share of a fixed batch on which the evaluated model's eval-mode and
+        train-mode predictions agree, and the batch's size (0: nothing to compare)."""
+        loader = trainer.loaders.val if trainer.loaders.val is not None else trainer.loaders.train
+        n = min(self.probe_size, len(loader.labels))
+        model = trainer.eval_model
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not n or not norms:
+            return 1.0, 0
+        frozen = {id(m) for m in trainer.stage.frozen_norms}
+        frozen_names = {name for name, m in trainer.model.named_modules() if id(m) in frozen}
+        modes = [(m, m.training) for m in model.modules()]
+        devices = [trainer.device] if trainer.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices):
+                x = loader.normalize(loader.gather(torch.arange(n, device=loader.labels.device)))
+                evaluated = model.eval()(x).argmax(1)
+                model.train()
+                for name, m in model.named_modules():
+                    dropout = (isinstance(m, nn.modules.dropout._DropoutNd)
+                               or type(m).__name__ in ("DropPath", "DropBlock2d"))
+                    if dropout or name in frozen_names:
+                        m.eval()
+                with frozen_norm_stats(model):
+                    trained = model(x).argmax(1)
+        finally:
+            for m, training in modes:
+                m.training = training
+        return (evaluated == trained).float().mean().item(), n
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"chance_epochs": self.chance_epochs, "disagreements": self.disagreements,
+                "epochs": self.epochs, "best_train": self.best_train}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.chance_epochs, self.disagreements = state["chance_epochs"], state["disagreements"]
+        self.epochs, self.best_train = state["epochs"], state["best_train"]

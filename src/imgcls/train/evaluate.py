@@ -3,11 +3,15 @@ mirrored copies of each image)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from imgcls.data.loader import BatchLoader
+from imgcls.train.metrics import per_class_table, scores
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, tta: str,
@@ -45,17 +49,25 @@ def predict(model: nn.Module, loader: BatchLoader, tta: str = "none",
     return torch.cat(plain), torch.cat(augmented) if augmented else None, torch.cat(targets)
 
 
-def _scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    return (F.cross_entropy(logits, labels).item(),
-            (logits.argmax(1) == labels).float().mean().item())
+def _scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    labels = labels.to(logits.device)
+    return {"loss": F.cross_entropy(logits, labels).item(),
+            "accuracy": (logits.argmax(1) == labels).float().mean().item(),
+            **scores(logits, labels)}
 
 
 def evaluate(model: nn.Module, loader: BatchLoader, tta: str = "none",
-             amp_dtype: torch.dtype | None = None) -> dict[str, float]:
-    """loss and accuracy, plus tta_loss and tta_accuracy when `tta` is not none."""
+             amp_dtype: torch.dtype | None = None, *, per_class: bool = False,
+             classes: Sequence[str] | None = None) -> dict[str, Any]:
+    """loss, accuracy, macro_f1, balanced_accuracy and (more than 5 classes) top5_accuracy,
+    plus the same with a tta_ prefix when `tta` is not none. `per_class`: also the
+    per-class table (`imgcls.train.metrics.per_class_table`, named by `classes`) as
+    "per_class", from the TTA logits when there are some."""
     plain, augmented, labels = predict(model, loader, tta, amp_dtype)
-    loss, accuracy = _scores(plain, labels)
-    result = {"loss": loss, "accuracy": accuracy}
+    result: dict[str, Any] = _scores(plain, labels)
     if augmented is not None:
-        result["tta_loss"], result["tta_accuracy"] = _scores(augmented, labels)
+        result.update({f"tta_{k}": v for k, v in _scores(augmented, labels).items()})
+    if per_class:
+        result["per_class"] = per_class_table(augmented if augmented is not None else plain,
+                                              labels, classes)
     return result

@@ -18,8 +18,8 @@ class FeatureLoader(Batches):
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
                  shuffle: bool = False, drop_last: bool = False, seed: int = 0,
-                 shard: tuple[int, int] = (0, 1)):
-        super().__init__(labels, batch_size, shuffle, drop_last, seed, shard)
+                 shard: tuple[int, int] = (0, 1), sampler: str = "shuffle"):
+        super().__init__(labels, batch_size, shuffle, drop_last, seed, shard, sampler)
         self.features = features
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

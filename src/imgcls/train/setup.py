@@ -33,6 +33,7 @@ from imgcls.train.callbacks import (
     Callback,
     Checkpoint,
     EarlyStopping,
+    LearningCheck,
     MetricsLog,
     ProgressBar,
     ReduceLROnPlateau,
@@ -64,7 +65,8 @@ def prepare_device(t: TrainConfig, world: World) -> torch.device:
 
 def channel_stats(images: ImageSet, limit: int = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std (0-1 scale) of the first `limit` training images."""
-    sample = torch.from_numpy(images.images[:limit]).double().div_(255).reshape(-1, 3)
+    channels = images.images.shape[-1]
+    sample = torch.from_numpy(images.images[:limit]).double().div_(255).reshape(-1, channels)
     return sample.mean(0).float(), sample.std(0).float()
 
 
@@ -108,17 +110,30 @@ def create_model_with_weights(cfg: Config, data: DataSplits
     m, classes = cfg.model, data.classes
     weights = run_weights(m.pretrained)
     known = weights.preprocess if weights else Preprocess()
-    model = build_model(m, len(classes), m.input_size or known.input_size or data.image_size)
+    model = build_model(m, len(classes), m.input_size or known.input_size or data.image_size,
+                        data.channels)
     report = None
     if m.pretrained:
         report, known = load_pretrained(model, m.pretrained, m.name, classes, weights)
     data_mean, data_std = channel_stats(data.train)
     interpolation = m.interpolation or known.interpolation
-    inputs = Inputs(mean=torch.tensor(m.mean or known.mean or data_mean.tolist()),
-                    std=torch.tensor(m.std or known.std or data_std.tolist()),
+    c = data.channels
+    inputs = Inputs(mean=per_channel(m.mean or known.mean or data_mean.tolist(), c, "mean"),
+                    std=per_channel(m.std or known.std or data_std.tolist(), c, "std"),
                     size=m.input_size or known.input_size or data.image_size,
                     interpolation=interpolation if interpolation == "bicubic" else "bilinear")
     return model, inputs, report
+
+
+def per_channel(values: Sequence[float], channels: int, key: str) -> torch.Tensor:
+    """One normalization value per image channel; RGB values for gray images are averaged
+    (what timm does for 1-channel models), a single value serves every channel."""
+    if len(values) == channels:
+        return torch.tensor(list(values), dtype=torch.float32)
+    if len(values) in (1, 3) and channels in (1, 3):
+        return torch.full((channels,), sum(values) / len(values))
+    raise ConfigError(f"model.{key} = {list(values)}: needs {channels} value(s), one per image "
+                      "channel")
 
 
 @torch.no_grad()
@@ -127,7 +142,7 @@ def check_input_sizes(model: nn.Module, cfg: Config, inputs: Inputs,
     """Progressive resizing needs a model that takes every size: fail before training."""
     for size in sorted(set(cfg.train.image_sizes) - {inputs.size}):
         try:
-            model.eval()(torch.zeros(2, 3, size, size, device=device))
+            model.eval()(torch.zeros(2, len(inputs.mean), size, size, device=device))
         except RuntimeError as exc:
             raise ConfigError(
                 f"train.image_sizes: {cfg.model.name} cannot take {size} px inputs "
@@ -155,7 +170,7 @@ def create_loaders(cfg: Config, data: DataSplits, inputs: Inputs, device: torch.
         data.train, t.batch_size, shuffle=True, drop_last=len(data.train) > t.batch_size,
         augment=create_augment(cfg.augment), seed=cfg.seed,
         mix=Mixer(mix, len(data.classes)) if mix.enabled else None,
-        shard=(world.rank, world.size), **common)
+        shard=(world.rank, world.size), sampler=cfg.data.sampler, **common)
     val = BatchLoader(data.val, t.eval_batch_size, **common) if data.val is not None else None
     return Loaders(train, val, BatchLoader(data.test, t.eval_batch_size, **common))
 
@@ -189,6 +204,7 @@ def create_callbacks(cfg: Config, has_val: bool, extra: Sequence[Callback] = ()
                                        e.min_delta))
     if t.tensorboard:
         callbacks.append(TensorBoard())
+    callbacks.append(LearningCheck())  # always: warns about runs that fail silently
     callbacks += extra
     callbacks.append(ProgressBar())
     callbacks.append(Checkpoint(monitored(t.checkpoint.monitor, has_val), t.checkpoint.mode))

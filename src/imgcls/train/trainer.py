@@ -27,6 +27,8 @@ from imgcls.train import distributed
 from imgcls.train.callbacks import Callback
 from imgcls.train.evaluate import evaluate
 from imgcls.train.features import FeatureLoader, extract_features
+from imgcls.train.imbalance import resolve_class_weights
+from imgcls.train.metrics import SCORES, check_monitors
 from imgcls.train.optim import frozen_norm_stats, l2_penalty
 from imgcls.train.setup import (
     check_input_sizes,
@@ -55,6 +57,9 @@ class Trainer:
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
 
+        check_monitors(cfg, len(data.classes))
+        self.class_weights = resolve_class_weights(t.class_weights, data.train.labels,
+                                                   data.classes)
         torch.manual_seed(cfg.seed)  # the seed fixes the initialization
         self.model, self.inputs, report = create_model_with_weights(cfg, data)
         if report and self.is_main:
@@ -70,7 +75,9 @@ class Trainer:
         self.eval_model = self.model  # what is validated, saved as best.pt and tested
         self.cache_seconds: dict[int, float] = {}  # stage -> seconds spent caching features
         self.begin_stage(0)
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing,
+        weight = (None if self.class_weights is None else
+                  torch.tensor(self.class_weights, dtype=torch.float32, device=self.device))
+        self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=t.label_smoothing,
                                            reduction=t.loss_reduction)
         self.callbacks = create_callbacks(cfg, self.has_val, callbacks)
         for cb in self.callbacks:
@@ -127,7 +134,8 @@ class Trainer:
         plain = unaugmented_loader(self.cfg, self.data.train, self.inputs, self.device)
         train = FeatureLoader(*extract_features(self.model, head, plain, self.amp_dtype),
                               t.batch_size, shuffle=True, drop_last=train_loader.drop_last,
-                              seed=self.cfg.seed, shard=train_loader.shard)
+                              seed=self.cfg.seed, shard=train_loader.shard,
+                              sampler=train_loader.sampler)
         val = (FeatureLoader(*extract_features(self.model, head, val_loader, self.amp_dtype),
                              t.eval_batch_size) if val_loader is not None else None)
         self.cache_seconds[self.stage.index] = time.perf_counter() - start
@@ -244,7 +252,8 @@ class Trainer:
                 metrics["stage"] = self.stage.index + 1
             if self.val_batches is not None:
                 val = evaluate(self.val_net, self.val_batches, amp_dtype=self.amp_dtype)
-                metrics.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+                metrics.update(val_loss=val["loss"], val_accuracy=val["accuracy"],
+                               **{f"val_{k}": val[k] for k in SCORES if k in val})
             self.epoch = epoch + 1
             for cb in self.callbacks:
                 cb.on_epoch_end(self, metrics)
@@ -291,7 +300,9 @@ class Trainer:
         checkpoint callback); the summary of the run."""
         tta = self.cfg.train.tta
         start = time.perf_counter()
-        test = evaluate(self.eval_model, self.loaders.test, tta, self.amp_dtype)
+        test = evaluate(self.eval_model, self.loaders.test, tta, self.amp_dtype,
+                        per_class=True, classes=self.data.classes)
+        shown = "tta_" if "tta_accuracy" in test else ""  # the TTA figures when TTA is on
         test_seconds = time.perf_counter() - start
         history = self.run.metrics()
         val_acc = [m["val_accuracy"] for m in history if "val_accuracy" in m]
@@ -299,6 +310,8 @@ class Trainer:
             "name": self.cfg.name, "model": self.cfg.model.name, "seed": self.cfg.seed,
             "test_accuracy": test.get("tta_accuracy", test["accuracy"]),
             "test_accuracy_plain": test["accuracy"], "test_loss": test["loss"], "tta": tta,
+            **{f"test_{k}": test[shown + k] for k in SCORES if shown + k in test},
+            "per_class": test["per_class"],
             "best_val_accuracy": max(val_acc) if val_acc else None,
             "epochs": self.epoch, "stop_reason": self.stop_reason or "completed",
             "wall_seconds": self.wall_seconds(), "train_seconds": self.train_seconds,
@@ -306,6 +319,7 @@ class Trainer:
             "data_seconds": self.data.seconds, "startup_seconds": self.startup_seconds,
             "test_seconds": test_seconds,
             "ema": self.cfg.train.ema is not None,
+            "class_weights": self.class_weights, "sampler": self.cfg.data.sampler,
             **({"stages": self.stage_times(history)} if self.cfg.stages else {}),
             "num_parameters": sum(count_parameters(self.model)),
             "forward_gflops": forward_gflops(self.model, self.data.image_size),
