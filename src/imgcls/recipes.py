@@ -117,9 +117,9 @@ def _spread(items: list[Path], count: int) -> list[Path]:
 def _folder_files(cfg: DataConfig) -> tuple[dict[str, list[Path]], int]:
     from imgcls.data.folder import folder
 
-    train_dir, test_dir = folder._splits(folder._root(cfg))  # an archive is extracted once
-    test = sum(len(p) for p in folder._files(test_dir).values()) if test_dir else 0
-    return folder._files(train_dir), test
+    train_dir, test_dir = folder.splits(folder.root(cfg))  # an archive is extracted once
+    test = sum(len(p) for p in folder.class_files(test_dir).values()) if test_dir else 0
+    return folder.class_files(train_dir), test
 
 
 def _table_files(path: Path, cfg: DataConfig) -> tuple[dict[str, list[Path]], int]:
@@ -127,7 +127,7 @@ def _table_files(path: Path, cfg: DataConfig) -> tuple[dict[str, list[Path]], in
     reads it), and the number of its test rows."""
     from imgcls.data.table import csv_source
 
-    table = csv_source._read(path, cfg)
+    table = csv_source.read_table(path, cfg)
     files: dict[str, list[Path]] = {}
     for file, label, split in zip(table.paths, table.labels, table.splits, strict=True):
         if split == "train":

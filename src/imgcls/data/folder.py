@@ -65,7 +65,7 @@ def _dataset_root(path: Path) -> Path:
 
 
 class FolderSource:
-    def _root(self, cfg: DataConfig) -> Path:
+    def root(self, cfg: DataConfig) -> Path:
         if not cfg.path:
             raise DataError("data.path: the folder source needs data.path (a folder or archive)")
         path = Path(cfg.path).expanduser()
@@ -77,13 +77,13 @@ class FolderSource:
                 f"({', '.join(ARCHIVE_SUFFIXES)})")
         return _dataset_root(path)
 
-    def _splits(self, root: Path) -> tuple[Path, Path | None]:
+    def splits(self, root: Path) -> tuple[Path, Path | None]:
         test = next((root / d for d in TEST_DIRS if (root / d).is_dir()), None)
         if (root / "train").is_dir():
             return root / "train", test
         return root, None
 
-    def _files(self, split_dir: Path) -> dict[str, list[Path]]:
+    def class_files(self, split_dir: Path) -> dict[str, list[Path]]:
         classes = [p for p in _visible(split_dir) if p.is_dir()]
         if len(classes) < 2:
             raise DataError(f"{split_dir}: expected one sub-folder per class, found "
@@ -97,10 +97,10 @@ class FolderSource:
         return files
 
     def fingerprint(self, cfg: DataConfig) -> str:
-        root = self._root(cfg)
+        root = self.root(cfg)
         digest = hashlib.sha256(decode_settings(cfg).encode())
-        for split_dir in filter(None, self._splits(root)):
-            for paths in self._files(split_dir).values():
+        for split_dir in filter(None, self.splits(root)):
+            for paths in self.class_files(split_dir).values():
                 for p in paths:
                     st = p.stat()
                     digest.update(f"{p.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n"
@@ -118,10 +118,10 @@ class FolderSource:
         return decode_images(paths, labels, cfg, size, skipped)
 
     def load(self, cfg: DataConfig) -> SourceData:
-        train_dir, test_dir = self._splits(self._root(cfg))
-        train_files = self._files(train_dir)
+        train_dir, test_dir = self.splits(self.root(cfg))
+        train_files = self.class_files(train_dir)
         classes = sorted(train_files)
-        test_files = self._files(test_dir) if test_dir else {}
+        test_files = self.class_files(test_dir) if test_dir else {}
         every = [p for files in (train_files, test_files) for ps in files.values() for p in ps]
         size = storage_size(cfg, every)
         skipped: list[str] = []

@@ -68,7 +68,7 @@ class CsvSource:
                             "image paths and labels)")
         return path
 
-    def _read(self, path: Path, cfg: DataConfig) -> Table:
+    def read_table(self, path: Path, cfg: DataConfig) -> Table:
         try:
             text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
@@ -121,7 +121,7 @@ class CsvSource:
         digest = hashlib.sha256(path.read_bytes())
         digest.update(f"|{decode_settings(cfg)}|{cfg.image_column}|{cfg.label_column}|"
                       f"{cfg.split_column}\n".encode())
-        for file in self._read(path, cfg).paths:
+        for file in self.read_table(path, cfg).paths:
             try:
                 st = file.stat()
                 digest.update(f"{file}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -131,7 +131,7 @@ class CsvSource:
 
     def load(self, cfg: DataConfig) -> SourceData:
         path = self._file(cfg)
-        table = self._read(path, cfg)
+        table = self.read_table(path, cfg)
         train_rows = [i for i, s in enumerate(table.splits) if s == "train"]
         test_rows = [i for i, s in enumerate(table.splits) if s == "test"]
         if not train_rows:

@@ -35,6 +35,9 @@ SUMMARY_METRICS = {  # summary.json figure -> (label, scale shown, higher is bet
     "test_accuracy_plain": ("test accuracy without TTA", 100.0, True),
     "best_val_accuracy": ("best val accuracy", 100.0, True),
     "test_loss": ("test loss", 1.0, False),
+    "test_macro_f1": ("test macro-F1", 100.0, True),
+    "test_balanced_accuracy": ("test balanced accuracy", 100.0, True),
+    "test_top5_accuracy": ("test top-5 accuracy", 100.0, True),
 }
 
 

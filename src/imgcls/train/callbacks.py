@@ -68,6 +68,10 @@ class Callback:
     """`key` names the callback's saved state; subclasses that keep state set their own,
     and a user's callback defaults to its class name."""
 
+    # whether checkpoints of older versions (callback states as a list, by position) hold
+    # this callback's state: false for the built-in callbacks added since
+    in_list_checkpoints: bool = True
+
     @property
     def key(self) -> str:
         return type(self).__name__
@@ -372,6 +376,7 @@ class LearningCheck(Callback):
     callback's state, so a resumed run keeps the warnings of its first part."""
 
     key = "learning_check"
+    in_list_checkpoints = False
 
     def __init__(self, margin: float = 0.03, lift: float = 0.2, min_agreement: float = 0.5,
                  patience: int = 3, probe_size: int = 256, settle_epochs: int = 1):

@@ -363,7 +363,8 @@ class Trainer:
         self.earlier_wall_seconds = state["wall_seconds"]
         saved = state["callbacks"]
         if isinstance(saved, list):  # checkpoints of older versions: by position
-            saved = {cb.key: s for cb, s in zip(self.callbacks, saved, strict=True)}
+            older = [cb for cb in self.callbacks if cb.in_list_checkpoints]
+            saved = {cb.key: s for cb, s in zip(older, saved, strict=True)}
         for cb in self.callbacks:
             if cb.key in saved:
                 cb.load_state_dict(saved[cb.key])
