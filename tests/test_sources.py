@@ -146,7 +146,7 @@ def test_csv_in_data_info(tmp_path):
         app, ["data", "info", "--set", "data.source=csv", "--set", f"data.path={path}",
               "--set", "data.val_fraction=0"])
     assert info.exit_code == 0, info.output
-    assert "3 classes, 12x12 px" in info.output and "fox" in info.output
+    assert "3 classes, 12x12 px, RGB" in info.output and "fox" in info.output
     assert "skipped 1 unreadable" in info.output and "004.jpg: file not found" in info.output
 
 
@@ -290,3 +290,23 @@ def test_torchvision_missing_files_and_unknown_name(tmp_path):
 def test_torchvision_trains(tmp_path):
     root = fashion_mnist(tmp_path / "tv", n_train=40, n_test=20)
     trains(tmp_path, "torchvision:FashionMNIST", root, 40, 20, download=False)
+
+
+def data_info(*sets: str) -> str:
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(
+        app, ["data", "info", *(a for s in sets for a in ("--set", s))])
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())  # the title may wrap
+
+
+def test_torchvision_and_hf_in_data_info(tmp_path):
+    root = fashion_mnist(tmp_path / "tv")
+    out = data_info("data.source=torchvision:FashionMNIST", f"data.path={root}",
+                    "data.download=false", "data.val_fraction=0")
+    assert "10 classes, 28x28 px, grayscale" in out and "Ankle boot" in out
+    assert "total │ 40 │ 20" in out
+    if datasets is not None:
+        hf_dataset(36).save_to_disk(tmp_path / "ds")
+        out = data_info("data.source=hf", f"data.path={tmp_path / 'ds'}",
+                        "data.val_fraction=0")
+        assert "3 classes, 12x12 px, RGB" in out and "total │ 30 │ 6" in out  # test_fraction

@@ -544,8 +544,10 @@ def data_info(
 
     splits = load_data(load_config(config, set_).data)
     counts = splits.counts()
+    colour = "grayscale" if splits.channels == 1 else "RGB"
+    chosen = " (chosen for mixed sizes)" if splits.chosen_size else ""
     table = Table("class", *counts, title=f"{len(splits.classes)} classes, "
-                  f"{splits.image_size}x{splits.image_size} px"
+                  f"{splits.image_size}x{splits.image_size} px{chosen}, {colour}"
                   f"{' (cached)' if splits.cache_hit else ''}")
     for i, name in enumerate(splits.classes):
         table.add_row(name, *(str(c[i]) for c in counts.values()))
