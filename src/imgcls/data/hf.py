@@ -18,8 +18,8 @@ from PIL import Image
 
 from imgcls.data.base import DataError, ImageSet, SourceData, cache_root
 from imgcls.data.images import (
+    announced_size,
     as_hwc,
-    choose_size,
     decode_settings,
     fit_image,
     match_channels,
@@ -143,15 +143,25 @@ def _load_hub(datasets: Any, name: str, config: str | None) -> Any:
             "Hugging Face cache, $HF_HOME)") from None
 
 
-def _pick_image(features: Any, datasets: Any, cfg: DataConfig, origin: str) -> str:
-    columns = list(features)
-    if cfg.image_column is not None:
-        if cfg.image_column not in features:
-            raise DataError(f"data.image_column = {cfg.image_column!r}: {origin} has no such "
-                            f"column; its columns: {', '.join(columns)}")
-        return cfg.image_column
+def _given_column(features: Any, key: str, column: str, origin: str) -> str:
+    """The column a `data.*_column` setting names, which the dataset must have."""
+    if column not in features:
+        raise DataError(f"data.{key} = {column!r}: {origin} has no such column; its "
+                        f"columns: {', '.join(features)}")
+    return column
+
+
+def _by_name(columns: list[str], names: tuple[str, ...]) -> list[str]:
+    """The columns called one of `names` (any case), in the order of `names`."""
     lower = {c.lower(): c for c in reversed(columns)}
-    found = next((lower[c] for c in IMAGE_COLUMNS if c in lower), None)
+    return [lower[n] for n in names if n in lower]
+
+
+def _pick_image(features: Any, datasets: Any, cfg: DataConfig, origin: str) -> str:
+    if cfg.image_column is not None:
+        return _given_column(features, "image_column", cfg.image_column, origin)
+    columns = list(features)
+    found = next(iter(_by_name(columns, IMAGE_COLUMNS)), None)
     found = found or next((c for c in columns if isinstance(features[c], datasets.Image)), None)
     if found is None:
         raise DataError(f"{origin}: no image column (looked for {', '.join(IMAGE_COLUMNS)} or "
@@ -161,14 +171,10 @@ def _pick_image(features: Any, datasets: Any, cfg: DataConfig, origin: str) -> s
 
 
 def _pick_label(features: Any, datasets: Any, cfg: DataConfig, origin: str) -> str:
-    columns = list(features)
     if cfg.label_column is not None:
-        if cfg.label_column not in features:
-            raise DataError(f"data.label_column = {cfg.label_column!r}: {origin} has no such "
-                            f"column; its columns: {', '.join(columns)}")
-        return cfg.label_column
-    lower = {c.lower(): c for c in reversed(columns)}
-    named = [lower[c] for c in LABEL_COLUMNS if c in lower]
+        return _given_column(features, "label_column", cfg.label_column, origin)
+    columns = list(features)
+    named = _by_name(columns, LABEL_COLUMNS)
     is_class = [c for c in columns if isinstance(features[c], datasets.ClassLabel)]
     found = next((c for c in named if c in is_class), None) or next(iter(named), None) \
         or next(iter(is_class), None)
@@ -317,11 +323,8 @@ class HfSource:
         for n, reader in images.items():
             for _, values in reader.batches(rows[n]):
                 sizes.extend(_map(pool, reader.header, values))
-        chosen = choose_size(sizes)
+        chosen = announced_size(sizes, cfg)
         if chosen is not None:
-            log.info(f"images of mixed sizes: storing them at {chosen} x {chosen} px (the "
-                     f"median short side, data.resize = {cfg.resize}); set data.image_size "
-                     "to choose")
             return chosen, chosen
         known = [s for s in sizes if s is not None]
         return (known[0][0] if known else 32), None

@@ -173,7 +173,12 @@ def storage_size(cfg: DataConfig, paths: Sequence[Path]) -> int | None:
     None: every file is one square size, kept as it is."""
     if cfg.image_size is not None:
         return cfg.image_size
-    size = choose_size(image_sizes(paths))
+    return announced_size(image_sizes(paths), cfg)
+
+
+def announced_size(sizes: Sequence[tuple[int, int] | None], cfg: DataConfig) -> int | None:
+    """`choose_size(sizes)`, stated in the log when it picks one."""
+    size = choose_size(sizes)
     if size is not None:
         log.info(f"images of mixed sizes: storing them at {size} x {size} px (the median "
                  f"short side, data.resize = {cfg.resize}); set data.image_size to choose")

@@ -19,6 +19,7 @@ from PIL import Image
 
 from imgcls.data.base import DataError, ImageSet, SourceData, cache_root
 from imgcls.data.images import (
+    announced_size,
     as_hwc,
     choose_size,
     decode_settings,
@@ -28,12 +29,10 @@ from imgcls.data.images import (
     stack_images,
     to_channels,
 )
-from imgcls.log import get_logger
 
 if TYPE_CHECKING:
     from imgcls.config import DataConfig
 
-log = get_logger(__name__)
 
 EXAMPLES = "FashionMNIST, MNIST, CIFAR10, SVHN, STL10, Flowers102"
 NOT_DATASETS = {"VisionDataset", "DatasetFolder"}
@@ -244,11 +243,8 @@ class TorchvisionDataset:
                     raise
                 except Exception:  # reported when decoding
                     continue
-        chosen = choose_size(sizes)
+        chosen = announced_size(sizes, cfg)
         if chosen is not None:
-            log.info(f"images of mixed sizes: storing them at {chosen} x {chosen} px (the "
-                     f"median short side, data.resize = {cfg.resize}); set data.image_size "
-                     "to choose")
             return chosen, chosen
         return (sizes[0][0] if sizes else 32), None
 
