@@ -12,8 +12,8 @@ from PIL import Image
 
 from conftest import LEARN_SEED, at_least, pattern_images, tiny_config
 from imgcls.config import DataConfig
-from imgcls.data import load_data
-from imgcls.data.images import choose_size, stack_images, to_channels
+from imgcls.data import DataError, load_data
+from imgcls.data.images import choose_size, decode, stack_images, to_channels
 from imgcls.deploy.predictor import Predictor
 from imgcls.models import MODELS, create_model
 from imgcls.models.fastnet import fastnet94
@@ -154,3 +154,42 @@ def test_grayscale_run_predicts_from_files(tmp_path):
     for other in (from_file, from_array):
         assert other.classes == first.classes
         assert np.allclose(other.probabilities, first.probabilities, atol=1e-6)
+
+
+def test_16_bit_images_scale_the_same_for_gray_and_rgb(tmp_path):
+    values = np.linspace(0, 65535, 64, dtype=np.uint16).reshape(8, 8)
+    Image.fromarray(values).save(tmp_path / "deep.png")  # mode I;16
+    gray = decode(tmp_path / "deep.png", None, "center_crop", "auto")
+    rgb = decode(tmp_path / "deep.png", None, "center_crop", 3)
+    assert gray.shape == (8, 8, 1) and gray.max() == 255 and gray.min() == 0
+    assert (rgb == gray).all()  # three copies of the same 8-bit values
+
+
+def test_a_run_keeps_its_channel_count_when_auto_resolves_otherwise(tmp_path):
+    root = gray_folder(tmp_path / "data", size=24)
+    splits = load_data(DataConfig(source="folder", path=str(root)))
+    assert splits.channels == 1 and splits.with_channels(1) is splits
+    rgb = splits.with_channels(3)  # e.g. a run trained before gray data became 1 channel
+    assert rgb.channels == 3 and rgb.test.images.shape[-1] == 3
+    assert (rgb.train.images[..., 2] == splits.train.images[..., 0]).all()
+
+
+def test_one_class_or_an_unreadable_test_split_is_refused(tmp_path):
+    one = tmp_path / "one" / "train" / "only"
+    one.parent.parent.joinpath("train", "other").mkdir(parents=True)
+    gray_folder(tmp_path / "src", classes=2, per_class=3)
+    one.mkdir()
+    for f in (tmp_path / "src" / "class_0").iterdir():
+        (one / f.name).write_bytes(f.read_bytes())
+    (one.parent / "other" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"1 class\(es\) \(only\); a classifier needs at least"):
+        load_data(DataConfig(source="folder", path=str(tmp_path / "one")))
+    test = tmp_path / "two"
+    for cls in ("class_0", "class_1"):
+        (test / "train" / cls).mkdir(parents=True)
+        (test / "test" / cls).mkdir(parents=True)
+        for f in (tmp_path / "src" / cls).iterdir():
+            (test / "train" / cls / f.name).write_bytes(f.read_bytes())
+        (test / "test" / cls / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="its test split has no readable images"):
+        load_data(DataConfig(source="folder", path=str(test)))

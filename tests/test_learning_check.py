@@ -17,6 +17,7 @@ from torch import nn
 import imgcls.train
 import imgcls.train.setup
 from conftest import make_image_folder, pattern_images, tiny_config
+from imgcls.config import Config
 from imgcls.data import DataSplits, ImageSet
 from imgcls.data.loader import BatchLoader
 from imgcls.train import train
@@ -45,7 +46,9 @@ def small_net(classes: int = 4) -> nn.Module:
                          nn.Linear(8, classes))
 
 
-def fake_trainer(model: nn.Module, n: int = 64, classes: int = 4, val: bool = True):
+def fake_trainer(model: nn.Module, n: int = 64, classes: int = 4, val: bool = True,
+                 **sections):
+    """What the check reads of a trainer, around a real model and real images."""
     labels = np.arange(n) % classes
     images = ImageSet(pattern_images(labels, 16), labels)
     loader = BatchLoader(images, 32, torch.full((3,), 0.3), torch.full((3,), 0.2),
@@ -53,7 +56,8 @@ def fake_trainer(model: nn.Module, n: int = 64, classes: int = 4, val: bool = Tr
     data = DataSplits(train=images, val=images if val else None, test=images,
                       classes=[str(c) for c in range(classes)])
     return SimpleNamespace(
-        data=data, model=model, eval_model=model, device=torch.device("cpu"), is_main=True,
+        cfg=Config.model_validate(sections), data=data, model=model, eval_model=model,
+        device=torch.device("cpu"), is_main=True,
         stage=SimpleNamespace(frozen_norms=[]),
         loaders=SimpleNamespace(train=loader, val=loader if val else None))
 
@@ -225,3 +229,16 @@ def test_a_healthy_run_has_no_warnings_and_trains_bit_identically(folder, tmp_pa
     weights = run.load_checkpoint("last")["model"]
     for name, value in plain.load_checkpoint("last")["model"].items():
         assert torch.equal(weights[name], value), name
+
+
+def test_chance_on_imbalanced_data_and_under_the_balanced_sampler():
+    check = LearningCheck()
+    assert check.clearly_above(0.96, 0.9) and not check.clearly_above(0.94, 0.9)  # halfway
+    assert check.clearly_above(0.5, 0.25) and not check.clearly_above(0.45, 0.25)  # 2x chance
+    trainer = fake_trainer(nn.Identity(), data={"sampler": "balanced"})
+    assert check.train_chance(trainer, [90, 10]) == (0.5, 100)
+    assert check.train_chance(fake_trainer(nn.Identity()), [90, 10]) == (0.9, 100)
+    check.best_train = 0.5  # at the majority share of 90/10? far below it: yet with weights
+    weighted = fake_trainer(nn.Identity(), train={"class_weights": "auto"})
+    assert not check.learning_nothing(weighted, 0.9, 100)
+    assert check.learning_nothing(fake_trainer(nn.Identity()), 0.9, 100)

@@ -91,6 +91,12 @@ def _problems(cfg: Config) -> Iterator[tuple[str, str]]:
             yield f"augment.ops.{i} = {entry!r}", str(exc)
     if len(resolved) == len(cfg.augment.ops):
         cfg.augment.ops = resolved
+        alternating = [i for i, op in enumerate(resolved) if op.get("alternate")]
+        if alternating and d.sampler == "balanced":
+            yield (f"augment.ops.{alternating[0]}", "flip alternate: true mirrors each image "
+                   "on alternate epochs, but data.sampler: balanced repeats images within an "
+                   "epoch, and every copy would get the same flip; drop alternate (a random "
+                   "flip) or use data.sampler: shuffle")
     settings = [("", cfg.optim, cfg.schedule)]
     settings += [(f"stages[{i}].", *cfg.stage_settings(i)) for i in range(len(cfg.stages))]
     for prefix, optim, schedule in settings:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,6 +13,7 @@ from imgcls.data.cache import load_cached, save_cached
 from imgcls.data.cifar import cifar10, cifar100
 from imgcls.data.folder import folder
 from imgcls.data.hf import hf
+from imgcls.data.images import to_channels
 from imgcls.data.split import stratified_split, stratified_subset
 from imgcls.data.table import csv_source
 from imgcls.data.torchvision_source import torchvision_sources
@@ -73,6 +74,18 @@ class DataSplits:
     def channels(self) -> int:
         return int(self.train.images.shape[-1])
 
+    def with_channels(self, channels: int) -> DataSplits:
+        """The same splits with `channels` channels: what a run trained on, when the data
+        now resolves `data.channels: auto` differently (e.g. runs made before it existed)."""
+        if channels == self.channels:
+            return self
+
+        def convert(s: ImageSet | None) -> ImageSet | None:
+            return None if s is None else ImageSet(to_channels(s.images, channels), s.labels)
+
+        return replace(self, train=convert(self.train), val=convert(self.val),
+                       test=convert(self.test))
+
     def counts(self) -> dict[str, list[int]]:
         """Images per class for each split, in class order."""
         splits = {"train": self.train, "val": self.val, "test": self.test}
@@ -91,6 +104,14 @@ def load_source(cfg: DataConfig) -> tuple[SourceData, bool]:
     data = source.load(cfg)
     if len(data.train) == 0:
         raise DataError(f"data.path = {cfg.path!r}: no readable training images")
+    if data.test is not None and len(data.test) == 0:
+        raise DataError(f"data.path = {cfg.path!r}: its test split has no readable images "
+                        "(see the skipped files with imgcls data info); fix or remove it")
+    present = np.unique(data.train.labels)
+    if len(present) < 2:
+        raise DataError(f"data.path = {cfg.path!r}: the training images have "
+                        f"{len(present)} class(es) ({', '.join(data.classes[i] for i in present)}"
+                        "); a classifier needs at least two")
     save_cached(folder, data)
     return load_cached(folder), False
 

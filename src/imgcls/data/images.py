@@ -28,14 +28,24 @@ GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 LUMA = np.array([0.299, 0.587, 0.114])
 
 
+def to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit grayscale (I;16*) scaled to 8 bits (/257, full range to full range); 32-bit
+    integer and float images (I, F) clipped to 0-255 as Pillow does; others unchanged. One
+    rule per mode, never per image, so training and prediction agree."""
+    if image.mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.float64) / 257.0
+    elif image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+    else:
+        return image
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+
+
 def as_pil_mode(image: Image.Image, channels: str | int) -> Image.Image:
     """`image` as "L" or "RGB": channels 1 -> L, 3 -> RGB, auto -> L if it is grayscale."""
-    if channels == 1 or (channels == "auto" and image.mode in GRAY_MODES):
-        if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit: scale to 8 bits
-            values = np.asarray(image, dtype=np.float64)
-            high = max(float(values.max()), 1.0)
-            scale = 255.0 / (65535.0 if high > 255 else 255.0)
-            return Image.fromarray(np.clip(values * scale, 0, 255).astype(np.uint8), "L")
+    gray = image.mode in GRAY_MODES
+    image = to_8bit(image)
+    if channels == 1 or (channels == "auto" and gray):
         return image.convert("L")
     return image.convert("RGB")
 
@@ -207,7 +217,8 @@ def decode_images(paths: Sequence[Path], labels: np.ndarray, cfg: DataConfig,
 def match_channels(data: SourceData, channels: str | int) -> SourceData:
     """Both splits with one channel count: with `auto`, a colour test split makes the
     grayscale training images colour too (and the reverse)."""
-    if data.test is None or data.test.images.shape[-1] == data.train.images.shape[-1]:
+    if (data.test is None or not len(data.test)
+            or data.test.images.shape[-1] == data.train.images.shape[-1]):
         return data
     c = 3 if channels == "auto" else int(channels)
     train, test = (ImageSet(to_channels(s.images, c), s.labels) for s in (data.train, data.test))

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 EXAMPLES = "FashionMNIST, MNIST, CIFAR10, SVHN, STL10, Flowers102"
 NOT_DATASETS = {"VisionDataset", "DatasetFolder"}
+TRAIN_SPLITS = ("train", "trainval", "train-standard")
 TEST_SPLITS = ("test", "val", "valid")
 SIZE_SAMPLE = 256  # images looked at to choose a size for datasets of mixed sizes
 
@@ -116,7 +117,7 @@ class TorchvisionDataset:
         if "train" in self.params:
             return [("train", [{"train": True}]), ("test", [{"train": False}])]
         if "split" in self.params:
-            return [("train", [{"split": "train"}]),
+            return [("train", [{"split": s} for s in TRAIN_SPLITS]),
                     ("test", [{"split": s} for s in TEST_SPLITS])]
         return [("train", [{}])]
 

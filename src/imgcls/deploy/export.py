@@ -138,7 +138,7 @@ def export_run(run_dir: str | Path, fmt: ExportFormat, out: str | Path | None = 
     if images is None:
         from imgcls.data import load_data
 
-        images = load_data(cfg.data).test.images
+        images = load_data(cfg.data).with_channels(pre.channels).test.images
     images = np.array(images[:verify_images] if verify_images else images)  # a writable copy
     images = resize_array(images, input_size, cfg.data.resize)
     start = time.perf_counter()

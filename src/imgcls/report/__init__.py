@@ -68,7 +68,7 @@ def predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list
     from imgcls.train.evaluate import predict
 
     model, pre, cfg = load_model(run_dir, "best")
-    test = load_data(cfg.data).test
+    test = load_data(cfg.data).with_channels(pre.channels).test
     loader = BatchLoader(test, cfg.train.eval_batch_size, torch.tensor(pre.mean),
                          torch.tensor(pre.std), torch.device("cpu"),
                          channels_last=cfg.train.channels_last, size=pre.input_size,

@@ -42,8 +42,12 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
     data = load_data(cfg.data)
     if world.is_main:
         distributed.barrier()
+    if resume is not None and run.has_preprocessing():  # what the run trained on
+        data = data.with_channels(run.preprocessing().channels)
     if data.chosen_size and cfg.data.image_size is None and resume is None:
-        cfg.data.image_size = data.chosen_size  # the resolved config says what was stored
+        # the resolved config says what was stored (a copy: the caller's config stays)
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
+            update={"image_size": data.chosen_size})})
         if world.is_main:
             run.write_config(cfg)
     trainer = Trainer(cfg, run, data, callbacks)
@@ -98,7 +102,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None,
     model, pre, cfg = load_model(run_dir, checkpoint)
     tta = tta or cfg.train.tta
     if data_path is None:
-        test = load_data(cfg.data).test
+        test = load_data(cfg.data).with_channels(pre.channels).test
     else:
         folder_cfg = cfg.data.model_copy(update={"source": "folder", "path": str(data_path),
                                                  "image_size": pre.image_size,

@@ -400,7 +400,18 @@ class LearningCheck(Callback):
         return accuracy <= chance + max(self.margin, spread)
 
     def clearly_above(self, accuracy: float, chance: float) -> bool:
-        return accuracy >= max(chance + self.lift, min(2 * chance, (1 + chance) / 2))
+        """chance + lift and twice chance, but never more than halfway from chance to 1
+        (imbalanced data: chance 0.9 -> 0.95)."""
+        return accuracy >= min(max(chance + self.lift, 2 * chance), (1 + chance) / 2)
+
+    @staticmethod
+    def train_chance(trainer: Trainer, counts: list[int]) -> tuple[float, int]:
+        """Chance for training accuracy: 1 / classes under the balanced sampler (training
+        batches are balanced draws), else the majority class's share."""
+        total = sum(counts)
+        if trainer.cfg.data.sampler == "balanced":
+            return 1 / max(1, sum(c > 0 for c in counts)), total
+        return LearningCheck.chance(counts)
 
     # -- the hooks --------------------------------------------------------------------------
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
@@ -408,12 +419,12 @@ class LearningCheck(Callback):
         if train is None:
             return
         counts = trainer.data.counts()
-        train_chance, train_n = self.chance(counts["train"])
+        train_chance, train_n = self.train_chance(trainer, counts["train"])
         epoch = metrics["epoch"]
         self.epochs += 1
         self.best_train = max(self.best_train, train)
-        if self.epochs == self.patience and self.at_chance(self.best_train, train_chance,
-                                                           train_n):
+        if self.epochs == self.patience and self.learning_nothing(trainer, train_chance,
+                                                                  train_n):
             self._warn(trainer, self.nothing_message(train_chance))
         if not self.clearly_above(train, train_chance):
             return
@@ -445,11 +456,17 @@ class LearningCheck(Callback):
             found.append(self.chance_message(self.chance(trainer.data.counts()["val"])[0]))
         if self.disagreements:
             found.append(self.modes_message())
-        train_chance, train_n = self.chance(trainer.data.counts()["train"])
-        if self.epochs >= self.patience and self.at_chance(self.best_train, train_chance,
-                                                           train_n):
+        train_chance, train_n = self.train_chance(trainer, trainer.data.counts()["train"])
+        if self.epochs >= self.patience and self.learning_nothing(trainer, train_chance,
+                                                                  train_n):
             found.append(self.nothing_message(train_chance))
         return found
+
+    def learning_nothing(self, trainer: Trainer, chance: float, n: int) -> bool:
+        """Training accuracy never left chance; not judged with class weights, which trade
+        majority-class accuracy for the others on purpose."""
+        return (trainer.cfg.train.class_weights is None
+                and self.at_chance(self.best_train, chance, n))
 
     # -- the messages -----------------------------------------------------------------------
     def chance_message(self, chance: float) -> str:
