@@ -531,6 +531,16 @@ class Config(Strict):
                              f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
         return optim, schedule
 
+    def monitors(self) -> list[tuple[str, str]]:
+        """(key, metric) of every setting that watches an epoch metric: the checkpoint, and
+        early stopping and the plateau schedule when they are on."""
+        watched = [("train.checkpoint.monitor", self.train.checkpoint.monitor)]
+        if self.train.early_stopping:
+            watched.append(("train.early_stopping.monitor", self.train.early_stopping.monitor))
+        if self.schedule.name == "plateau":
+            watched.append(("schedule.plateau.monitor", self.schedule.plateau.monitor))
+        return watched
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 

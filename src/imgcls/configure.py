@@ -63,14 +63,8 @@ def _problems(cfg: Config) -> Iterator[tuple[str, str]]:
                         "an image folder"}
     if d.source in needs_path and not d.path:
         yield "data.path", f"data.source {d.source!r} needs data.path: {needs_path[d.source]}"
-    t = cfg.train
     if d.val_fraction == 0:
-        watched = [("train.checkpoint.monitor", t.checkpoint.monitor)]
-        if t.early_stopping:
-            watched.append(("train.early_stopping.monitor", t.early_stopping.monitor))
-        if cfg.schedule.name == "plateau":
-            watched.append(("schedule.plateau.monitor", cfg.schedule.plateau.monitor))
-        for key, metric in watched:
+        for key, metric in cfg.monitors():
             if metric.startswith("val_") and metric not in ("val_accuracy", "val_loss"):
                 yield (f"{key} = {metric!r}", "is measured on the validation split only; set "
                        "data.val_fraction > 0 or monitor val_accuracy / val_loss")

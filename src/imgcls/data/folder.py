@@ -48,7 +48,8 @@ def _extract(archive: Path, cfg: DataConfig) -> Path:
     return target
 
 
-def _visible(path: Path) -> list[Path]:
+def visible(path: Path) -> list[Path]:
+    """A folder's entries, sorted, without hidden ones (.DS_Store, .ipynb_checkpoints)."""
     return sorted(p for p in path.iterdir() if not p.name.startswith("."))
 
 
@@ -56,9 +57,9 @@ def _dataset_root(path: Path) -> Path:
     """Step into single wrapper folders (`flowers5/` inside the archive, say): a lone
     sub-folder that itself holds folders."""
     while True:
-        entries = _visible(path)
+        entries = visible(path)
         if len(entries) == 1 and entries[0].is_dir() and any(
-                p.is_dir() for p in _visible(entries[0])):
+                p.is_dir() for p in visible(entries[0])):
             path = entries[0]
         else:
             return path
@@ -84,7 +85,7 @@ class FolderSource:
         return root, None
 
     def class_files(self, split_dir: Path) -> dict[str, list[Path]]:
-        classes = [p for p in _visible(split_dir) if p.is_dir()]
+        classes = [p for p in visible(split_dir) if p.is_dir()]
         if len(classes) < 2:
             raise DataError(f"{split_dir}: expected one sub-folder per class, found "
                             f"{len(classes)} folder(s)")

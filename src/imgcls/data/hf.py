@@ -17,12 +17,14 @@ import numpy as np
 from PIL import Image
 
 from imgcls.data.base import DataError, ImageSet, SourceData, cache_root
+from imgcls.data.folder import visible
 from imgcls.data.images import (
     announced_size,
     as_hwc,
     decode_settings,
     fit_image,
     match_channels,
+    skip_or_refuse,
     stack_images,
 )
 from imgcls.data.table import class_order
@@ -49,10 +51,6 @@ def _datasets() -> Any:
     return datasets
 
 
-def _visible(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if not p.name.startswith("."))
-
-
 def _locate(cfg: DataConfig) -> tuple[str, Any]:
     """(kind, target): ("disk", folder), ("parquet", files), ("parquet_dir", folder),
     ("imagefolder", folder) or ("hub", name)."""
@@ -65,7 +63,7 @@ def _locate(cfg: DataConfig) -> tuple[str, Any]:
             return "disk", path
         if any(path.rglob("*.parquet")):
             return "parquet_dir", path
-        if any(p.is_dir() for p in _visible(path)):
+        if any(p.is_dir() for p in visible(path)):
             return "imagefolder", path
         raise DataError(f"data.path = {cfg.path!r}: a folder, but not one written by "
                         "save_to_disk (no dataset_dict.json or state.json), nor of parquet "
@@ -307,10 +305,7 @@ class HfSource:
             problems: list[str] = []
             sets = {n: self._decode(images[n], n, rows[n], labels[n], cfg, size, pool, problems)
                     for n in splits}
-        if problems and cfg.on_corrupt == "error":
-            raise DataError("unreadable images (set data.on_corrupt=skip to skip them):\n  "
-                            + "\n  ".join(problems))
-        skipped.extend(problems)
+        skip_or_refuse(problems, cfg, skipped, "unreadable images")
         data = SourceData(sets["train"], sets.get("test"), classes, skipped, chosen)
         return match_channels(data, cfg.channels)
 

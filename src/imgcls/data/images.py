@@ -195,15 +195,22 @@ def announced_size(sizes: Sequence[tuple[int, int] | None], cfg: DataConfig) -> 
     return size
 
 
+def skip_or_refuse(problems: Sequence[str], cfg: DataConfig, skipped: list[str],
+                   what: str = "unreadable image files") -> None:
+    """Bad files ('path: reason' each) join `skipped`, or, with data.on_corrupt: error, are
+    refused in one DataError listing them all."""
+    if problems and cfg.on_corrupt == "error":
+        raise DataError(f"{what} (set data.on_corrupt=skip to skip them):\n  "
+                        + "\n  ".join(problems))
+    skipped.extend(problems)
+
+
 def decode_images(paths: Sequence[Path], labels: np.ndarray, cfg: DataConfig,
                   size: int | None, skipped: list[str]) -> ImageSet:
     """Decode `paths` at `size` (None: their shared native size) with `cfg.channels`;
     unreadable files are skipped and listed in `skipped`, or refused (on_corrupt=error)."""
     arrays, problems = decode_many(paths, size, cfg.resize, cfg.channels)
-    if problems and cfg.on_corrupt == "error":
-        raise DataError("unreadable image files (set data.on_corrupt=skip to skip them):\n  "
-                        + "\n  ".join(problems))
-    skipped.extend(problems)
+    skip_or_refuse(problems, cfg, skipped)
     keep = [i for i, a in enumerate(arrays) if a is not None]
     shapes = {arrays[i].shape[:2] for i in keep}
     if len(shapes) > 1:  # only when size is None: storage_size saw one size, yet they differ

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from imgcls.data.base import DataError, ImageSet, SourceData
-from imgcls.data.images import decode_images, decode_settings, match_channels, storage_size
+from imgcls.data.images import (
+    decode_images,
+    decode_settings,
+    match_channels,
+    skip_or_refuse,
+    storage_size,
+)
 
 if TYPE_CHECKING:
     from imgcls.config import DataConfig
@@ -145,10 +151,8 @@ class CsvSource:
                                 f"{classes}")
         missing = [f"{table.paths[i]}: file not found (line {table.rows[i]} of {path.name})"
                    for i in range(len(table.paths)) if not table.paths[i].is_file()]
-        if missing and cfg.on_corrupt == "error":
-            raise DataError("image files listed in the table are missing (set "
-                            "data.on_corrupt=skip to skip them):\n  " + "\n  ".join(missing))
-        skipped = list(missing)
+        skipped: list[str] = []
+        skip_or_refuse(missing, cfg, skipped, "image files listed in the table are missing")
         present = {i for i in range(len(table.paths)) if table.paths[i].is_file()}
         size = storage_size(cfg, [table.paths[i] for i in sorted(present)])
 

@@ -26,6 +26,7 @@ from imgcls.data.images import (
     fit_image,
     match_channels,
     resize_array,
+    skip_or_refuse,
     stack_images,
     to_channels,
 )
@@ -263,11 +264,8 @@ class TorchvisionDataset:
 
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
             results = list(pool.map(one, range(len(ds)), chunksize=64))
-        problems = [r for r in results if isinstance(r, str)]
-        if problems and cfg.on_corrupt == "error":
-            raise DataError("unreadable images (set data.on_corrupt=skip to skip them):\n  "
-                            + "\n  ".join(problems))
-        skipped.extend(problems)
+        skip_or_refuse([r for r in results if isinstance(r, str)], cfg, skipped,
+                       "unreadable images")
         good = [r for r in results if not isinstance(r, str)]
         return ImageSet(stack_images([a for a, _ in good], cfg.channels, size),
                         np.array([label for _, label in good], dtype=np.int64))

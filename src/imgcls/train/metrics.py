@@ -88,12 +88,7 @@ def check_monitors(cfg: Config, num_classes: int) -> None:
     before training rather than after the first epoch."""
     if num_classes > 5:
         return
-    watched = [("train.checkpoint.monitor", cfg.train.checkpoint.monitor)]
-    if cfg.train.early_stopping:
-        watched.append(("train.early_stopping.monitor", cfg.train.early_stopping.monitor))
-    if cfg.schedule.name == "plateau":
-        watched.append(("schedule.plateau.monitor", cfg.schedule.plateau.monitor))
-    for key, metric in watched:
+    for key, metric in cfg.monitors():
         if metric.endswith("top5_accuracy"):
             raise ConfigError(f"{key} = {metric!r}: top-5 accuracy needs more than 5 classes "
                               f"(the data has {num_classes}); monitor val_accuracy, "
