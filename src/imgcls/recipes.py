@@ -27,7 +27,7 @@ from statistics import median
 from imgcls.config import Config, DataConfig, apply_overrides, read_yaml, set_key
 from imgcls.configure import validate
 from imgcls.data.base import DataError
-from imgcls.data.images import GRAY_MODES
+from imgcls.data.images import GRAY_MODES, multiple_of_8
 
 __all__ = ["DataPeek", "is_config_file", "peek_data", "recipe_for_data"]
 
@@ -200,13 +200,13 @@ def _choose(peek: DataPeek) -> tuple[Path, int | None, dict, list[str]]:
     """The base recipe, the storage size, the keys the choice sets, and why."""
     short = peek.short_side or 0
     if short and short <= SMALL:
-        size = None if peek.one_square_size else max(8, 8 * round(short / 8))
+        size = None if peek.one_square_size else multiple_of_8(short)
         return CONFIGS / "cifar10-fast.yaml", size, {"model.input_size": None}, [
             "recipe: the fast CIFAR recipe (cifar10-fast.yaml: fastnet94, Muon, flips and "
             f"2-px shifts) at {size or short} px",
             f"because: the images are small (median short side {short} px <= {SMALL}), like "
             "CIFAR's 32 px, where this recipe reaches 90.4% on CIFAR-10 in 8 epochs"]
-    size = 64 if short >= 64 or not short else max(8, 8 * round(short / 8))
+    size = multiple_of_8(short, largest=64) if short else 64
     chosen = {"model.pretrained": False, "model.input_size": 32, "stages": []}
     return CONFIGS / "flowers-transfer.yaml", size, chosen, [
         "recipe: photos (flowers-transfer.yaml trained from scratch: fastnet94, Muon, flips "

@@ -122,8 +122,12 @@ def choose_size(sizes: Sequence[tuple[int, int] | None], largest: int = 256) -> 
         return None
     if len(set(known)) == 1 and known[0][0] == known[0][1]:
         return None
-    short = float(np.median([min(s) for s in known]))
-    return int(min(max(8, 8 * round(short / 8)), largest))
+    return multiple_of_8(float(np.median([min(s) for s in known])), largest)
+
+
+def multiple_of_8(side: float, largest: int = 256) -> int:
+    """`side` rounded to a multiple of 8, at least 8 and at most `largest`."""
+    return int(min(max(8, 8 * round(side / 8)), largest))
 
 
 def is_gray(image: np.ndarray) -> bool:
