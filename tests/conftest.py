@@ -30,6 +30,7 @@ def _shared_datasets() -> Path:
 
 
 CIFAR10_JPEG = _shared_datasets() / "cifar10-jpeg.tar.gz"
+FLOWERS5 = _shared_datasets() / "flowers5-128.tar.gz"
 
 
 # -- learning tests: a seed to vary, and asserts that record their margin ---------------------

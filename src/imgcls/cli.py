@@ -488,6 +488,9 @@ def models(
     layers: Annotated[bool, typer.Option(
         "--layers", help="One model's numbered layers with weights and its stages: what "
         "fine_tune_at and last_stages in `stages:` refer to.")] = False,
+    pretrained: Annotated[bool, typer.Option(
+        "--pretrained", help="timm's names with pretrained weights (timm:NAME.TAG), their "
+        "preprocessing, and whether this machine's Hugging Face cache holds them.")] = False,
     markdown: Annotated[bool, typer.Option(help="Print a markdown table.")] = False,
 ) -> None:
     """The model zoo: parameters, forward GFLOPs and (with --bench) training speed."""
@@ -495,11 +498,12 @@ def models(
         layers_listing,
         matching_names,
         model_rows,
+        pretrained_rows,
         summary_listing,
         table_row,
     )
 
-    names, total = matching_names(pattern)
+    names, total = matching_names(pattern, pretrained)
     if not names:
         _fail(f"no model matches {pattern!r}; `imgcls models` lists imgcls' models, "
               "`imgcls models 'timm:resnet*'` searches timm's")
@@ -513,9 +517,10 @@ def models(
         for note in listing.notes:
             console.print(note, highlight=False)
         return
-    rows = []
+    rows = list(pretrained_rows(names)) if pretrained else []
     with console.status("measuring...") as status:
-        for row in model_rows(names, input_size, num_classes, bench, batch_size, small_input):
+        for row in () if pretrained else model_rows(names, input_size, num_classes, bench,
+                                                    batch_size, small_input):
             status.update(f"measured {row['model']}")
             rows.append(table_row(row, input_size, bench, batch_size))
     if markdown:

@@ -9,6 +9,7 @@ model's arguments, an augmentation op's keys) are `imgcls.configure`'s; load con
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -135,8 +136,14 @@ class ModelConfig(Strict):
         "(`drop_path_rate`). None: the model's own default.")
     pretrained: bool | str = Field(
         False, description="Transfer learning: true = timm's hub weights; or a state dict "
-        "(`.pth`, `.pt`, `.bin`) or `.safetensors` file, an imgcls checkpoint or run folder. "
-        "The head is replaced for this run's classes (docs/transfer.md).")
+        "(`.pth`, `.pt`, `.bin`) or `.safetensors` file, an imgcls checkpoint or run folder, "
+        "or `package:NAME` (the weights file an installed Python package ships). The head is "
+        "replaced for this run's classes (docs/transfer.md).")
+    pretrained_keys: Literal["by_name", "by_order"] | dict[str, str] = Field(
+        "by_name", description="How the file's tensors find the model's: `by_name` (the same "
+        "names); `by_order` (another implementation of the same architecture: matched in "
+        "order, every shape checked); or regex renames `{pattern: replacement}` applied in "
+        "order to the file's names, then by name.")
     input_size: int | None = Field(
         None, ge=8, le=1024, description="What the network sees; batches are resized to it "
         "on the fly (e.g. 72 px data -> 224 px model). None: what the pretrained weights "
@@ -152,6 +159,16 @@ class ModelConfig(Strict):
         None, description="The filter that resizes batches to `input_size`. None: the "
         "pretrained weights' (`bicubic` for most timm models), else `bilinear`.")
 
+    @model_validator(mode="after")
+    def _renames_compile(self) -> ModelConfig:
+        if isinstance(self.pretrained_keys, dict):
+            for pattern in self.pretrained_keys:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValueError(f"pretrained_keys: {pattern!r} is not a regular "
+                                     f"expression ({exc})") from None
+        return self
 
 
 class MixConfig(Strict):
@@ -456,6 +473,10 @@ class StageConfig(Strict):
     schedule: dict[str, Any] = Field(
         default_factory=dict, description="Keys of the run's `schedule` this stage changes; "
         "each stage runs its schedule over its own epochs (`plateau` is run-wide only).")
+    freeze_bn: Literal["frozen", "all"] = Field(
+        "frozen", description="BatchNorm layers kept in inference mode (running statistics "
+        "fixed): `frozen`: those whose parameters do not train; `all`: every one, while their "
+        "scale and shift still train (Keras' advice for fine-tuning on small data).")
     cache_features: Literal["auto"] | bool = Field(
         "auto", description="Head-only stages: compute the frozen backbone's features once "
         "and train the head on them. `auto`: when the run has no augmentation; `true`: "

@@ -47,7 +47,12 @@ def check(cfg: Config) -> list[str]:
 def _problems(cfg: Config) -> Iterator[tuple[str, str]]:
     from imgcls.augment import resolve_op
     from imgcls.data import check_source
-    from imgcls.models import check_model_name, check_regularizers, check_small_input
+    from imgcls.models import (
+        check_model_name,
+        check_regularizers,
+        check_small_input,
+        is_timm,
+    )
     from imgcls.train.optim import OPTIMIZERS
     from imgcls.train.schedule import SCHEDULES
 
@@ -69,7 +74,7 @@ def _problems(cfg: Config) -> Iterator[tuple[str, str]]:
                 yield (f"{key} = {metric!r}", "is measured on the validation split only; set "
                        "data.val_fraction > 0 or monitor val_accuracy / val_loss")
     m = cfg.model
-    if m.pretrained is True and not m.name.startswith("timm:"):
+    if m.pretrained is True and not is_timm(m.name):
         yield ("model.pretrained = true", f"downloads timm's weights, but {m.name!r} is not a "
                "timm: model; give a weights file or an imgcls run folder instead")
     unknown = list(_refused(f"model.name = {m.name!r}", check_model_name, m.name))

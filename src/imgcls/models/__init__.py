@@ -1,5 +1,5 @@
 """Model registry: `create_model(name, num_classes, image_size, **args)` builds any
-registered network, or any timm model as `timm:<name>`."""
+registered network, or any timm model as `timm:<name>[.<tag>]` or `hf-hub:<org>/<name>`."""
 
 from __future__ import annotations
 
@@ -22,7 +22,14 @@ from imgcls.models.resnet_cifar import (
     wrn28_10,
 )
 from imgcls.models.simple_cnn import flowers_cnn
-from imgcls.models.timm_models import create_timm_model, timm_names
+from imgcls.models.timm_models import (
+    TIMM_PREFIX,
+    check_timm_name,
+    create_timm_model,
+    is_timm,
+    timm_id,
+    timm_names,
+)
 from imgcls.models.vgg import vgg6
 from imgcls.registry import Registry, closest
 
@@ -35,16 +42,9 @@ for _factory in (baseline_cnn, lenet5, alexnet8, vgg16_bn, resnet18_cifar, resne
                  densenet121_cifar, fastnet94, fastnet95, fastnet96):
     MODELS.register(_factory.__name__)(_factory)
 
-TIMM_PREFIX = "timm:"
-
-
 def check_model_name(name: str) -> None:
-    if name.startswith(TIMM_PREFIX):
-        timm_name = name[len(TIMM_PREFIX):]
-        if timm_name not in timm_names():
-            hint = closest(name, [TIMM_PREFIX + n for n in timm_names()], n=3, cutoff=0.8)
-            raise ValueError(f"unknown timm model {timm_name!r}{hint}; list them with "
-                             "`imgcls models 'timm:*PATTERN*'`")
+    if is_timm(name):
+        check_timm_name(name)
     elif name not in MODELS:
         also_timm = f" ({TIMM_PREFIX}{name} is timm's)" if name in timm_names() else ""
         raise ValueError(f"unknown model {name!r}{closest(name, MODELS.names(), n=3)}"
@@ -53,7 +53,7 @@ def check_model_name(name: str) -> None:
 
 
 def check_small_input(name: str, small_input: bool) -> None:
-    if small_input and not name.startswith(TIMM_PREFIX):
+    if small_input and not is_timm(name):
         raise ValueError(f"model.small_input applies to {TIMM_PREFIX}<name> models; {name!r} "
                          "is built for its input size already")
 
@@ -64,7 +64,7 @@ def takes_dropout() -> list[str]:
 
 def regularizer_args(name: str) -> dict[str, str]:
     """The constructor argument behind each of model.dropout and model.drop_path."""
-    timm = name.startswith(TIMM_PREFIX)
+    timm = is_timm(name)
     return {"dropout": "drop_rate" if timm else "dropout", "drop_path": "drop_path_rate"}
 
 
@@ -75,7 +75,7 @@ def check_regularizers(name: str, dropout: float | None, drop_path: float | None
     for key, arg in regularizer_args(name).items():
         if settings[key] is not None and arg in args:
             raise ValueError(f"model.{key} and model.args.{arg} set the same thing; keep one")
-    if name.startswith(TIMM_PREFIX):
+    if is_timm(name):
         return
     with_dropout = takes_dropout()
     if dropout is not None and name not in with_dropout:
@@ -107,8 +107,8 @@ def create_model(name: str, num_classes: int, image_size: int = 32, small_input:
     if "in_chans" in args:
         raise ValueError("model.args.in_chans: the channel count follows the data; set "
                          "data.channels (1 or 3) instead")
-    if name.startswith(TIMM_PREFIX):
-        return create_timm_model(name[len(TIMM_PREFIX):], num_classes, small_input,
+    if is_timm(name):
+        return create_timm_model(timm_id(name), num_classes, small_input,
                                  in_chans=in_chans, **args)
     factory = MODELS.get(name)
     own = "in_chans" in inspect.signature(factory).parameters

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from imgcls.models import MODELS, TIMM_PREFIX, create_model
+from imgcls.models import MODELS, TIMM_PREFIX, create_model, is_timm
 from imgcls.models.parts import head_name, layers, stages
 from imgcls.models.profile import (
     count_parameters,
@@ -18,24 +18,55 @@ from imgcls.models.profile import (
     statistics_count,
     training_images_per_second,
 )
-from imgcls.models.timm_models import timm_names
+from imgcls.models.timm_models import HF_HUB_PREFIX, pretrained_names, timm_id, timm_names
 
 TIMM_LIMIT = 40  # creating a model per row: a broad timm pattern would take minutes
+PRETRAINED_LIMIT = 200  # --pretrained rows read timm's tables only: cheap
 
 
-def matching_names(pattern: str | None) -> tuple[list[str], int]:
-    """Names matching a glob (`resnet*`, `timm:convnext_*`), and how many matched in all.
-    Registry names without a pattern; timm names only when the pattern says `timm:`."""
-    if pattern and pattern.startswith(TIMM_PREFIX):
-        glob = pattern[len(TIMM_PREFIX):]
-        names = sorted(n for n in timm_names() if fnmatch.fnmatchcase(n, glob))
-        return [TIMM_PREFIX + n for n in names[:TIMM_LIMIT]], len(names)
+def matching_names(pattern: str | None, pretrained: bool = False) -> tuple[list[str], int]:
+    """Names matching a glob (`resnet*`, `timm:convnext_*`, `timm:resnet50.*`), and how many
+    matched in all. Registry names without a pattern; timm names only when the pattern says
+    `timm:`; with `pretrained`, or a pattern with a tag, timm's names that have weights
+    (`timm:resnet50.a1_in1k`). An `hf-hub:` name is itself."""
+    if pattern and pattern.startswith(HF_HUB_PREFIX):
+        return [pattern], 1
+    if pretrained or pattern and pattern.startswith(TIMM_PREFIX):
+        glob = timm_id(pattern or "*").removeprefix(TIMM_PREFIX) if pattern else "*"
+        tagged = pretrained or "." in glob
+        pool = pretrained_names() if tagged else timm_names()
+        names = sorted(n for n in pool if fnmatch.fnmatchcase(n, glob))
+        limit = PRETRAINED_LIMIT if pretrained else TIMM_LIMIT
+        return [TIMM_PREFIX + n for n in names[:limit]], len(names)
     names = [n for n in MODELS.names() if fnmatch.fnmatchcase(n, pattern or "*")]
     return names, len(names)
 
 
+def pretrained_rows(names: list[str]) -> Iterator[dict[str, str]]:
+    """`imgcls models --pretrained`: where each name's weights come from, the preprocessing
+    they were trained with, and whether they are in this machine's Hugging Face cache (what
+    `model.pretrained: true` can load offline)."""
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    for name in names:
+        cfg = get_pretrained_cfg(timm_id(name))
+        hub = cfg.hf_hub_id if cfg else None
+        cached = hub and any(isinstance(try_to_load_from_cache(hub, f), str)
+                             for f in ("model.safetensors", "pytorch_model.bin"))
+        yield {"model": name, "weights": f"hf-hub:{hub}" if hub else (cfg.url if cfg else "-"),
+               "input": f"{cfg.input_size[-1]} px" if cfg else "-",
+               "mean / std": (f"{fmt(cfg.mean)} / {fmt(cfg.std)}" if cfg else "-"),
+               "resize": cfg.interpolation if cfg else "-",
+               "cached": "yes" if cached else "no"}
+
+
+def fmt(values: tuple[float, ...]) -> str:
+    return ", ".join(f"{v:.3g}" for v in values)
+
+
 def describe(name: str) -> str:
-    if name.startswith(TIMM_PREFIX):
+    if is_timm(name):
         return ""
     return " ".join((inspect.getdoc(MODELS.get(name)) or "").split("\n\n")[0].split())
 
@@ -44,11 +75,10 @@ def model_rows(names: list[str], image_size: int, num_classes: int, bench: bool 
                batch_size: int = 64, small_input: bool = False) -> Iterator[dict[str, Any]]:
     """One row per model; a model that cannot take `image_size` gets the reason instead."""
     for name in names:
-        row: dict[str, Any] = {"model": name, "source": "timm" if name.startswith(TIMM_PREFIX)
-                               else "imgcls", "about": describe(name)}
+        row: dict[str, Any] = {"model": name, "source": "timm" if is_timm(name) else "imgcls",
+                               "about": describe(name)}
         try:
-            model = create_model(name, num_classes, image_size,
-                                 small_input and name.startswith(TIMM_PREFIX))
+            model = create_model(name, num_classes, image_size, small_input and is_timm(name))
             gflops = forward_gflops(model, image_size)
         except (ValueError, RuntimeError, AssertionError) as exc:  # a ViT at the wrong size
             yield {**row, "error": f"{type(exc).__name__}: {exc}".split("\n")[0]}

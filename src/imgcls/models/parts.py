@@ -131,13 +131,14 @@ def stage_depths(model: nn.Module) -> dict[str, int]:
     return {n: depth.get(n, 0) for n, _ in model.named_parameters()}
 
 
-def frozen_norms(model: nn.Module, trainable: set[str]) -> list[nn.Module]:
-    """BatchNorm layers none of whose parameters train: they stay in inference mode (the
-    notes' `base_model(x, training=False)`), so their running statistics do not move."""
+def frozen_norms(model: nn.Module, trainable: set[str], every: bool = False) -> list[nn.Module]:
+    """BatchNorm layers none of whose parameters train, or `every` one: they stay in
+    inference mode (the notes' `base_model(x, training=False)`), so their running statistics
+    do not move; the scale and shift of a trainable one still learn."""
     result = []
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             params = [f"{name}.{n}" for n, _ in module.named_parameters()]
-            if not any(p in trainable for p in params):
+            if every or not any(p in trainable for p in params):
                 result.append(module)
     return result

@@ -7,6 +7,11 @@ max-pool); at 32 px that leaves ResNet-18's last stage a 1x1 map, and accuracy s
 variants of these networks do, while keeping every weight (so pretrained stems still load).
 Patchify stems (ViT, ConvNeXt, Swin: kernel = stride >= 4) have no such fix; those models
 need their input size or their own `img_size`/`patch_size` arguments instead.
+
+Names: `timm:resnet50` (an architecture), `timm:resnet50.a1_in1k` (with the preprocessing
+and, when `model.pretrained: true`, the weights of that pretrained tag) and
+`hf-hub:timm/resnet50.a1_in1k` (a model whose config and weights live on the Hugging Face
+hub, read from its cache when offline).
 """
 
 from __future__ import annotations
@@ -17,6 +22,18 @@ from typing import Any
 from torch import nn
 
 STEM_CONVS_BEFORE_POOL = 3  # deep stems (resnet*d) have three convs before their max-pool
+TIMM_PREFIX = "timm:"
+HF_HUB_PREFIX = "hf-hub:"
+
+
+def is_timm(name: str) -> bool:
+    """A model that timm builds: `timm:<name>[.<tag>]` or `hf-hub:<org>/<name>`."""
+    return name.startswith((TIMM_PREFIX, HF_HUB_PREFIX))
+
+
+def timm_id(name: str) -> str:
+    """What `timm.create_model` takes for a `timm:` or `hf-hub:` model name."""
+    return name.removeprefix(TIMM_PREFIX)
 
 
 @cache
@@ -26,11 +43,49 @@ def timm_names() -> frozenset[str]:
     return frozenset(timm.list_models())
 
 
+@cache
+def pretrained_names() -> frozenset[str]:
+    """timm's architecture.tag names that have pretrained weights."""
+    import timm
+
+    return frozenset(timm.list_pretrained())
+
+
+def check_timm_name(name: str) -> None:
+    """A clear error for a timm name that cannot be built (hub names are checked when
+    built: whether they exist depends on the hub or its cache)."""
+    from imgcls.registry import closest
+
+    if name.startswith(HF_HUB_PREFIX):
+        if "/" not in name.removeprefix(HF_HUB_PREFIX).strip("/"):
+            raise ValueError(f"{name!r}: a hub model is named {HF_HUB_PREFIX}ORG/NAME, e.g. "
+                             f"{HF_HUB_PREFIX}timm/resnet18.a1_in1k")
+        return
+    base, _, tag = timm_id(name).partition(".")
+    if base not in timm_names():
+        hint = closest(name, [TIMM_PREFIX + n for n in timm_names()], n=3, cutoff=0.8)
+        raise ValueError(f"unknown timm model {base!r}{hint}; list them with "
+                         "`imgcls models 'timm:*PATTERN*'`")
+    if tag and f"{base}.{tag}" not in pretrained_names():
+        tags = sorted(n.partition(".")[2] for n in pretrained_names()
+                      if n.partition(".")[0] == base)
+        raise ValueError(f"timm has no pretrained tag {tag!r} for {base}; its tags: "
+                         f"{', '.join(tags) or 'none'} (`imgcls models --pretrained "
+                         f"'timm:{base}*'`)")
+
+
 def create_timm_model(name: str, num_classes: int, small_input: bool = False,
                       **args: Any) -> nn.Module:
     import timm
 
-    model = timm.create_model(name, num_classes=num_classes, **args)
+    try:
+        model = timm.create_model(name, num_classes=num_classes, **args)
+    except (OSError, RuntimeError) as exc:  # a hub name that is neither online nor cached
+        if not name.startswith(HF_HUB_PREFIX):
+            raise
+        raise ValueError(f"{name}: could not read the model's config from the Hugging Face "
+                         f"hub or its cache ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     if small_input:
         adapt_stem_to_small_inputs(model, name)
     return model

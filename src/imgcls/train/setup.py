@@ -114,7 +114,8 @@ def create_model_with_weights(cfg: Config, data: DataSplits
                         data.channels)
     report = None
     if m.pretrained:
-        report, known = load_pretrained(model, m.pretrained, m.name, classes, weights)
+        report, known = load_pretrained(model, m.pretrained, m.name, classes, weights,
+                                        m.pretrained_keys)
     data_mean, data_std = channel_stats(data.train)
     interpolation = m.interpolation or known.interpolation
     c = data.channels

@@ -28,7 +28,7 @@ class Stage:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     sam: SAM | None
-    frozen_norms: list[nn.Module]  # BatchNorms of the frozen part: kept in inference mode
+    frozen_norms: list[nn.Module]  # BatchNorms kept in inference mode (stage.freeze_bn)
     cache_features: bool  # a head-only stage trained on the backbone's features
 
 
@@ -63,6 +63,7 @@ def create_stage(cfg: Config, index: int, model: nn.Module, steps_per_epoch: int
         epochs=epochs, clip_grad_norm=optim.clip_grad_norm, optimizer=optimizer,
         scheduler=create_scheduler(optimizer, schedule, steps_per_epoch, epochs, lr_scale),
         sam=SAM(optimizer, optim.sam.rho, optim.sam.adaptive) if optim.sam else None,
-        frozen_norms=frozen_norms(model, trainable) if stage else [],
+        frozen_norms=(frozen_norms(model, trainable, every=stage.freeze_bn == "all")
+                      if stage else []),
         cache_features=bool(stage) and stage.train == "head" and (
             stage.cache_features is True or stage.cache_features == "auto" and no_augment))
