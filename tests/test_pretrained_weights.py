@@ -11,8 +11,10 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from conftest import FLOWERS5, LEARN_SEED, make_image_folder, tiny_config
+from imgcls.cli import app
 from imgcls.models import check_model_name, create_model
 from imgcls.models.catalog import matching_names, pretrained_rows
 from imgcls.models.pretrained import PretrainedError, load_pretrained, read_weights
@@ -192,7 +194,11 @@ def test_pretrained_true_goes_through_timm_s_hub_code_offline(offline_hub, tmp_p
                "pretrained_cfg": {"input_size": [3, 176, 176], "mean": [0.5, 0.5, 0.5],
                                   "std": [0.5, 0.5, 0.5], "interpolation": "bicubic",
                                   "classifier": "fc"}})
-    assert next(pretrained_rows(["timm:resnet10t.c3_in1k"]))["cached"] == "yes"
+    listed = CliRunner(env={"COLUMNS": "200"}).invoke(
+        app, ["models", "--pretrained", "timm:resnet10t*", "--markdown"])
+    assert listed.exit_code == 0, listed.output
+    assert "| timm:resnet10t.c3_in1k | hf-hub:timm/resnet10t.c3_in1k | 176 px |" in listed.output
+    assert listed.output.rstrip().endswith("| yes |")
     run, _ = train(cfg, tmp_path / "cached")
     best = torch.load(run.checkpoints / "last.pt", weights_only=True)["model"]
     report = json.loads((run.path / "pretrained.json").read_text())

@@ -205,6 +205,25 @@ def test_staged_run_freezes_then_fine_tunes(other_folder, source_run, tmp_path):
              summary["images"]["test"])
 
 
+def test_freeze_bn_all_keeps_every_statistic_while_everything_trains(other_folder, source_run,
+                                                                     tmp_path):
+    cfg = config(other_folder, model={"name": "resnet18_cifar", "args": {},
+                                      "pretrained": str(source_run)},
+                 augment={"ops": []}, train={"epochs": 1},
+                 stages=[{"epochs": 1, "train": "all", "freeze_bn": "all",
+                          "optim": {"lr": 0.001}}])
+    source = torch.load(source_run / "checkpoints/best.pt", weights_only=True)["model"]
+    run, _ = train(cfg, tmp_path / "run")
+    final = torch.load(run.checkpoints / "last.pt", weights_only=True)["model"]
+    statistics = [k for k in source if k.endswith(("running_mean", "running_var"))]
+    assert len(statistics) > 20
+    for key in statistics:
+        assert torch.equal(final[key], source[key]), key
+    # the BatchNorm scales and the convolutions still learn
+    for key in ("features.1.weight", "features.9.residual.1.weight", "features.0.weight"):
+        assert not torch.equal(final[key], source[key]), key
+
+
 class Interrupt(Callback):
     def __init__(self, epoch: int, armed: bool = True):
         self.epoch, self.armed = epoch, armed

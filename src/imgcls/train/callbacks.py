@@ -513,11 +513,12 @@ class LearningCheck(Callback):
         loader = trainer.loaders.val if trainer.loaders.val is not None else trainer.loaders.train
         n = min(self.probe_size, len(loader.labels))
         model = trainer.eval_model
-        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not n or not norms:
-            return 1.0, 0
         frozen = {id(m) for m in trainer.stage.frozen_norms}
         frozen_names = {name for name, m in trainer.model.named_modules() if id(m) in frozen}
+        live = [name for name, m in model.named_modules()  # BatchNorms whose mode matters
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and name not in frozen_names]
+        if not n or not live:
+            return 1.0, 0
         modes = [(m, m.training) for m in model.modules()]
         devices = [trainer.device] if trainer.device.type == "cuda" else []
         try:
