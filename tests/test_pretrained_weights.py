@@ -188,7 +188,7 @@ def test_pretrained_true_goes_through_timm_s_hub_code_offline(offline_hub, tmp_p
     with pytest.raises(PretrainedError, match="could not fetch the weights of timm:resnet10t"
                                               r".c3_in1k from timm/resnet10t.c3_in1k .*Offline"):
         train(cfg, tmp_path / "empty")
-    assert pretrained_rows(["timm:resnet10t.c3_in1k"]).__next__()["cached"] == "no"
+    assert next(pretrained_rows(["timm:resnet10t.c3_in1k"]))["cached"] == "no"
     hub_cache(offline_hub, "timm/resnet10t.c3_in1k", weights,
               {"architecture": "resnet10t", "num_classes": 1000,
                "pretrained_cfg": {"input_size": [3, 176, 176], "mean": [0.5, 0.5, 0.5],

@@ -517,12 +517,15 @@ def models(
         for note in listing.notes:
             console.print(note, highlight=False)
         return
-    rows = list(pretrained_rows(names)) if pretrained else []
-    with console.status("measuring...") as status:
-        for row in () if pretrained else model_rows(names, input_size, num_classes, bench,
-                                                    batch_size, small_input):
-            status.update(f"measured {row['model']}")
-            rows.append(table_row(row, input_size, bench, batch_size))
+    if pretrained:  # timm's tables only: nothing to build or measure
+        rows = list(pretrained_rows(names))
+    else:
+        rows = []
+        with console.status("measuring...") as status:
+            for row in model_rows(names, input_size, num_classes, bench, batch_size,
+                                  small_input):
+                status.update(f"measured {row['model']}")
+                rows.append(table_row(row, input_size, bench, batch_size))
     if markdown:
         from imgcls.experiment.results import markdown_table
 

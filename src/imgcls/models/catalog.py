@@ -32,7 +32,7 @@ def matching_names(pattern: str | None, pretrained: bool = False) -> tuple[list[
     if pattern and pattern.startswith(HF_HUB_PREFIX):
         return [pattern], 1
     if pretrained or pattern and pattern.startswith(TIMM_PREFIX):
-        glob = timm_id(pattern or "*").removeprefix(TIMM_PREFIX) if pattern else "*"
+        glob = timm_id(pattern) if pattern else "*"
         tagged = pretrained or "." in glob
         pool = pretrained_names() if tagged else timm_names()
         names = sorted(n for n in pool if fnmatch.fnmatchcase(n, glob))

@@ -169,7 +169,8 @@ def by_order(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> d
     counters left out on both sides, then following their modules), every body tensor's
     shape checked. The file may end with its own head, which pairs with the model's head
     and is replaced as usual."""
-    own = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    full = model.state_dict()
+    own = {k: v for k, v in full.items() if not k.endswith("num_batches_tracked")}
     theirs = [k for k in state if not k.endswith("num_batches_tracked")]
     head = head_name(model) + "."
     body = [k for k in own if not k.startswith(head)]
@@ -194,7 +195,7 @@ def by_order(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> d
     modules = {a.rpartition(".")[0]: b.rpartition(".")[0] for a, b in pairs}
     for name in state:
         module, _, leaf = name.rpartition(".")
-        if leaf == "num_batches_tracked" and f"{modules.get(module)}.{leaf}" in model.state_dict():
+        if leaf == "num_batches_tracked" and f"{modules.get(module)}.{leaf}" in full:
             mapping[name] = f"{modules[module]}.{leaf}"
     return mapping
 
