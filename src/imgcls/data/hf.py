@@ -28,7 +28,7 @@ from imgcls.data.images import (
     stack_images,
 )
 from imgcls.data.table import class_order
-from imgcls.log import get_logger
+from imgcls.log import exception_line, get_logger
 
 if TYPE_CHECKING:
     from imgcls.config import DataConfig
@@ -133,7 +133,7 @@ def _load_hub(datasets: Any, name: str, config: str | None) -> Any:
         raise DataError(
             f"data.path = {name!r}: not a local file or folder, and {where} cannot be loaded"
             f"{' offline (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE is set)' if offline else ''}: "
-            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}. "
+            f"{exception_line(exc)}. "
             f"If this machine is offline the dataset is not in the local cache ({cache}): "
             "get it on a machine with internet, e.g. python -c \"import datasets; "
             f"datasets.load_dataset({name!r}{', ' + repr(config) if config else ''})"

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from imgcls.log import exception_line
 from imgcls.models.parts import head_name, input_channels
 from imgcls.models.timm_models import TIMM_PREFIX, is_timm, timm_id
 
@@ -136,7 +137,7 @@ def read_weights(path: str | Path) -> Weights:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
         raise PretrainedError(f"model.pretrained = {str(path)!r}: not a loadable state dict "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+                              f"({exception_line(exc)})") from None
     return Weights(unwrap(state, path))
 
 
@@ -319,7 +320,7 @@ def _load_from_hub(model: nn.Module, model_name: str,
     except Exception as exc:  # noqa: BLE001 - offline, proxy, hub errors all end here
         raise PretrainedError(
             f"model.pretrained: could not fetch the weights of {model_name} from {where} "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). Offline? "
+            f"({exception_line(exc)}). Offline? "
             + IMAGENET_HINT.replace("NAME", timm_id(model_name))) from None
     head = head_name(model)
     new = [k for k in model.state_dict() if k.startswith(head + ".")]  # timm drops its head

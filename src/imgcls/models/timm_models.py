@@ -21,6 +21,8 @@ from typing import Any
 
 from torch import nn
 
+from imgcls.log import exception_line
+
 STEM_CONVS_BEFORE_POOL = 3  # deep stems (resnet*d) have three convs before their max-pool
 TIMM_PREFIX = "timm:"
 HF_HUB_PREFIX = "hf-hub:"
@@ -84,8 +86,7 @@ def create_timm_model(name: str, num_classes: int, small_input: bool = False,
         if not name.startswith(HF_HUB_PREFIX):
             raise
         raise ValueError(f"{name}: could not read the model's config from the Hugging Face "
-                         f"hub or its cache ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+                         f"hub or its cache ({exception_line(exc)})") from None
     if small_input:
         adapt_stem_to_small_inputs(model, name)
     return model

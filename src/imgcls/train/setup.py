@@ -18,6 +18,7 @@ from imgcls.augment import Mixer, create_augment
 from imgcls.config import Config, ConfigError, TrainConfig
 from imgcls.data import DataSplits, ImageSet
 from imgcls.data.loader import BatchLoader
+from imgcls.log import exception_line
 from imgcls.models import build_model
 from imgcls.models.pretrained import (
     LoadReport,
@@ -147,7 +148,7 @@ def check_input_sizes(model: nn.Module, cfg: Config, inputs: Inputs,
         except RuntimeError as exc:
             raise ConfigError(
                 f"train.image_sizes: {cfg.model.name} cannot take {size} px inputs "
-                f"({str(exc).splitlines()[0]}); use larger sizes, a global-pooling "
+                f"({exception_line(exc, with_type=False)}); use larger sizes, a global-pooling "
                 "model, or model.args.global_pool: true for flatten-head models"
             ) from None
 
