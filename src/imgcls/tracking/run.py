@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from imgcls.config import Config, ConfigError, parse, read_yaml
+from imgcls.log import exception_line
 from imgcls.tracking.io import atomic_torch_save, atomic_write_json, atomic_write_text
 
 LIBRARIES = ("imgcls", "torch", "timm", "numpy", "pillow", "pydantic")
@@ -113,7 +114,7 @@ def load_checkpoint(path: Path, device: Any = "cpu") -> dict[str, Any]:
             f"which could run code ({detail or 'not a weights-only file'}). Only load files "
             "you trust; imgcls never unpickles them") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = exception_line(exc, with_type=False) or type(exc).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or "
                               f"another format: {first})") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
