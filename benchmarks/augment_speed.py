@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from imgcls.augment import AUGMENTS, AugmentContext, build_op
 from imgcls.configure import load_config
 from imgcls.data import load_data
+from imgcls.hardware import machine_line
 from imgcls.models import create_model
 
 
@@ -67,10 +68,9 @@ def main() -> None:
     ctx = AugmentContext(torch.arange(n), n, 0, generator, 0)
     specs = [{"name": "randaugment", "num_ops": 2, "magnitude": 9}] + [
         {"name": name, "p": 1.0} for name in AUGMENTS if name != "randaugment"]
-    lines = [f"# {datetime.now():%Y-%m-%d %H:%M} batch {n} x 3 x 32 x 32 uint8, torch "
-             f"{torch.__version__}, {torch.get_num_threads()} threads, median of "
+    lines = [f"# {datetime.now():%Y-%m-%d %H:%M} batch {n} x 3 x 32 x 32 uint8, median of "
              f"{args.repeats}; fastnet94 training step {step * 1000:.0f} ms "
-             f"({n / step:.0f} img/s)",
+             f"({n / step:.0f} img/s); {machine_line('float32 step, uint8 ops')}",
              f"{'op':<28} {'img/s':>10} {'ms/batch':>9} {'of a step':>9}"]
     for spec in specs:
         op = build_op(spec)

@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from imgcls.train.precision import machine_header
+
 TIMINGS = ("seconds", "images_per_second")
 SUMMARY = ("test_accuracy", "test_accuracy_plain", "test_loss", "best_val_accuracy",
            "best_epoch", "epochs", "stop_reason", "num_parameters", "images")
@@ -59,6 +61,7 @@ def main() -> None:
         a, b = (json.loads(p.read_text()) for p in args.compare)
         print("bit-identical" if a == b else "DIFFERENT")
         sys.exit(0 if a == b else 1)
+    print(machine_header())  # not in the fingerprint: it compares behaviour, not machines
     with tempfile.TemporaryDirectory() as work:
         result = fingerprint(args.datasets.resolve(), Path(work))
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -17,10 +17,9 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-import torch
-
 from imgcls.configure import load_config
 from imgcls.train import train
+from imgcls.train.precision import machine_header
 
 
 def head_stage(cache: str, epochs: int, seed: int, config: str, out: Path) -> dict:
@@ -49,8 +48,7 @@ def main() -> None:
                 results[cache].append(head_stage(cache, args.epochs, seed, args.config,
                                                  Path(tmp)))
     lines = [f"# {datetime.now():%Y-%m-%d %H:%M} {args.config} head-only stage, "
-             f"{args.epochs} epochs, seeds {args.seeds}; torch {torch.__version__}, "
-             f"{torch.get_num_threads()} threads"]
+             f"{args.epochs} epochs, seeds {args.seeds}; {machine_header()}"]
     for cache, label in (("false", "through_backbone"), ("true", "cached_features")):
         seconds = statistics.median(r["seconds"] for r in results[cache])
         accuracy = statistics.mean(r["accuracy"] for r in results[cache])

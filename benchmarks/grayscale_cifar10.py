@@ -21,6 +21,7 @@ from PIL import Image
 from imgcls.configure import load_config
 from imgcls.tracking.run import Run
 from imgcls.train import train
+from imgcls.train.precision import machine_header
 
 
 def gray_copy(archive: Path, out: Path) -> Path:
@@ -73,7 +74,8 @@ def main() -> None:
                         "cpu": summary.get("cpu"), "warnings": summary.get("warnings", [])})
         print(json.dumps(results[-1]))
     tests = [r["test_accuracy"] for r in results]
-    report = {"config": args.config, "channels": args.channels, "sets": args.sets,
+    report = {"machine": machine_header(), "config": args.config, "channels": args.channels,
+              "sets": args.sets,
               "runs": results, "test_accuracy_mean": statistics.mean(tests),
               "test_accuracy_std": statistics.stdev(tests) if len(tests) > 1 else 0.0}
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from imgcls.experiment.stats import welch
 from imgcls.recipes import recipe_for_data
 from imgcls.tracking.run import Run
 from imgcls.train import train
+from imgcls.train.precision import machine_header
 
 VARIANTS = {"none": [], "class_weights": ["train.class_weights=auto"],
             "balanced_sampler": ["data.sampler=balanced"]}
@@ -101,7 +102,8 @@ def main() -> None:
                          "wall_seconds": summary["wall_seconds"],
                          "warnings": summary.get("warnings", [])})
             print(json.dumps(rows[-1]), flush=True)
-    report = {"cut": args.cut, "keep": args.keep, "seeds": args.seeds, "sets": args.sets,
+    report = {"machine": machine_header(), "cut": args.cut, "keep": args.keep,
+              "seeds": args.seeds, "sets": args.sets,
               "cpu": run.summary().get("cpu"), "runs": rows}
     for metric in ("macro_f1", "balanced_accuracy", "accuracy", "cut_recall"):
         report[metric] = stats({v: [r[metric] for r in rows if r["variant"] == v]

@@ -1,7 +1,9 @@
-"""Training throughput: imgcls's Trainer against a bare PyTorch loop over the same network,
-batch size and optimizer, in one process, alternating rounds; then (with --keras-python)
-the same network in Keras 3 on TensorFlow, in its own environment. Prints medians and the
-ratios, one figure per line, and appends them to benchmarks/results/throughput.txt.
+"""Training throughput: imgcls's Trainer (its default settings, and float32, bf16 or compiled
+on request) against a bare float32 PyTorch loop over the same network, batch size and
+optimizer, in one process, alternating rounds; then (with --keras-python) the same network
+in Keras 3 on TensorFlow, in its own environment. Prints medians and the ratios to the bare
+float32 loop, one figure per line, with the machine (CPU model, bf16 units, torch, threads,
+the precision imgcls chose), and appends them to benchmarks/results/throughput.txt.
 
     bash benchmarks/setup_keras_env.sh      # once: benchmarks/.venv-keras
     python benchmarks/throughput.py --keras-python benchmarks/.venv-keras/bin/python
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 
 from imgcls.configure import load_config
 from imgcls.data import load_data
+from imgcls.hardware import machine_line
 from imgcls.models import create_model
 from imgcls.tracking.run import Run
 from imgcls.train.setup import channel_stats
@@ -34,17 +37,28 @@ from imgcls.train.trainer import Trainer
 
 
 def bare_loop(images: torch.Tensor, labels: torch.Tensor, batch_size: int, steps: int,
-              model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> float:
+              model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+              amp_dtype: torch.dtype | None = None) -> float:
     model.train()
-    order = torch.randperm(len(labels))
+    order = torch.randperm(len(labels), device=labels.device)
+    synchronize(labels.device)
     start = time.perf_counter()
     for step in range(steps):
         idx = order[step * batch_size:(step + 1) * batch_size]
-        loss = F.cross_entropy(model(images[idx]), labels[idx], label_smoothing=0.2)
+        with torch.autocast(labels.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(images[idx])
+        loss = F.cross_entropy(logits.float(), labels[idx], label_smoothing=0.2)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    synchronize(labels.device)
     return steps * batch_size / (time.perf_counter() - start)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a GPU runs behind the host)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -54,6 +68,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--variants", nargs="+", default=["default", "float32", "bf16"],
+                        help="imgcls settings to time beside the float32 bare loop: default "
+                        "(train.amp and train.compile on auto), float32, bf16, compile "
+                        "(float32 + torch.compile); bf16 also times a bf16 bare loop")
     parser.add_argument("--keras-python", help="python of the Keras environment "
                         "(benchmarks/setup_keras_env.sh); omitted: no Keras figure")
     parser.add_argument("--out", default="benchmarks/results/throughput.txt")
@@ -65,46 +83,63 @@ def main() -> None:
             "train.tensorboard=false",
             "optim.name=sgd", "optim.lr=0.001", "optim.norm_lr_scale=1", "train.tta=none",
             "train.loss_reduction=mean", "train.checkpoint.monitor=train_loss"]
+    variant_sets = {"default": [], "float32": ["train.amp=none", "train.compile=false"],
+                    "bf16": ["train.amp=bf16", "train.compile=false"],
+                    "compile": ["train.amp=none", "train.compile=true"]}
     cfg = load_config(args.config, sets)
     data = load_data(cfg.data)
-    tmp = Path("/tmp/imgcls-throughput-run")
-    trainer = Trainer(cfg, Run(tmp), data)
+    trainers = {}
+    for name in args.variants:
+        trainer = Trainer(load_config(args.config, sets + variant_sets[name]),
+                          Run(Path(f"/tmp/imgcls-throughput-run/{name}")), data)
+        for cb in trainer.callbacks:  # its progress bar is part of what is measured
+            cb.on_fit_start(trainer)
+        trainer.prepare_batches()
+        trainer.train_epoch(0)  # warm-up (and, compiled, the compilation)
+        trainers[name] = trainer
+    default = trainers.get("default")
+    chosen = default.precision.describe() if default else "float32"
 
     mean, std = channel_stats(data.train)
     images = torch.from_numpy(data.train.images).permute(0, 3, 1, 2).float().div(255)
     images = ((images - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)).contiguous(
         memory_format=torch.channels_last)
-    labels = torch.from_numpy(data.train.labels)
+    device = next(iter(trainers.values())).device
+    images, labels = images.to(device), torch.from_numpy(data.train.labels).long().to(device)
     torch.manual_seed(0)
-    model = create_model(cfg.model.name, 10).to(memory_format=torch.channels_last)
+    model = create_model(cfg.model.name, 10).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.001,
                                 momentum=0.85, nesterov=True, weight_decay=5e-4)
+    bare_dtypes = {"float32": None, **({"bf16": torch.bfloat16} if "bf16" in trainers else {})}
+    for dtype in bare_dtypes.values():  # warm-up
+        bare_loop(images, labels, args.batch_size, 1, model, optimizer, dtype)
 
-    for cb in trainer.callbacks:  # its progress bar is part of what is measured
-        cb.on_fit_start(trainer)
-    trainer.prepare_batches()
-    bare_loop(images, labels, args.batch_size, 1, model, optimizer)  # warm-up
-    trainer.train_epoch(0)
-    bare, ours = [], []
-    for r in range(args.rounds):
-        bare.append(bare_loop(images, labels, args.batch_size, args.steps, model, optimizer))
-        ours.append(trainer.train_epoch(r + 1)["images_per_second"])
-        print(f"round {r + 1}: bare {bare[-1]:.1f} img/s, imgcls {ours[-1]:.1f} img/s")
-    b, o = statistics.median(bare), statistics.median(ours)
+    figures: dict[str, list[float]] = {f"bare_{k}": [] for k in bare_dtypes}
+    figures.update({f"imgcls_{k}": [] for k in trainers})
+    for r in range(args.rounds):  # alternating, so drifts of the machine hit all alike
+        for name, dtype in bare_dtypes.items():
+            figures[f"bare_{name}"].append(bare_loop(images, labels, args.batch_size,
+                                                     args.steps, model, optimizer, dtype))
+        for name, trainer in trainers.items():
+            figures[f"imgcls_{name}"].append(trainer.train_epoch(r + 1)["images_per_second"])
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in figures.items()))
+    medians = {k: statistics.median(v) for k, v in figures.items()}
+    reference = medians["bare_float32"]
     keras = keras_figure(args) if args.keras_python else None
     lines = [
-        f"# {datetime.now():%Y-%m-%d %H:%M} {cfg.model.name} batch {args.batch_size} float32 "
-        f"{'channels_last' if cfg.train.channels_last else 'NCHW'}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, median of {args.rounds} rounds x {args.steps} steps",
-        f"bare_pytorch_loop_images_per_second {b:.1f}",
-        f"imgcls_trainer_images_per_second {o:.1f}",
-        f"imgcls_over_bare_ratio {o / b:.3f}",
+        f"# {datetime.now():%Y-%m-%d %H:%M} {cfg.model.name} batch {args.batch_size} "
+        f"{'channels_last' if cfg.train.channels_last else 'NCHW'}, median of {args.rounds} "
+        f"rounds x {args.steps} steps, images/s; {machine_line('imgcls default: ' + chosen)}",
+        *(f"{k}_images_per_second {v:.1f}" for k, v in medians.items()),
+        *(f"{k}_over_bare_float32_ratio {v / reference:.3f}" for k, v in medians.items()
+          if k != "bare_float32"),
     ]
     if keras:
         lines[0] += (f"; keras {keras['keras']} tensorflow {keras['tensorflow']} jit_compile "
                      f"{keras['jit_compile']}")
+        ours = medians.get("imgcls_default", medians[next(iter(medians))])
         lines += [f"keras3_tensorflow_images_per_second {keras['images_per_second']:.1f}",
-                  f"imgcls_over_keras_ratio {o / keras['images_per_second']:.3f}"]
+                  f"imgcls_over_keras_ratio {ours / keras['images_per_second']:.3f}"]
     print("\n".join(lines))
     with open(args.out, "a") as f:
         f.write("\n".join(lines) + "\n")

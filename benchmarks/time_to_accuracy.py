@@ -16,12 +16,11 @@ import statistics
 from datetime import datetime
 from pathlib import Path
 
-import torch
-
 from imgcls.configure import load_config
 from imgcls.report.plots import accuracy_vs_time, save_figure
 from imgcls.tracking.run import Run
 from imgcls.train import train
+from imgcls.train.precision import machine_header
 
 
 def curve(run: Run, summary: dict) -> list[tuple[float, float]]:
@@ -70,10 +69,8 @@ def main() -> None:
     plain = [s["test_accuracy_plain"] for s in summaries.values()]
     wall = [s["wall_seconds"] for s in summaries.values()]
     limit = 60 * args.limit_minutes
-    first = next(iter(summaries.values()))
     what = " ".join(args.runs) if args.runs else f"{args.config} {' '.join(args.sets)}"
-    lines = [f"# {datetime.now():%Y-%m-%d %H:%M} {what}; "
-             f"{first['cpu']}, {first['torch_threads']} threads, torch {torch.__version__}"]
+    lines = [f"# {datetime.now():%Y-%m-%d %H:%M} {what}; {machine_header()}"]
     for label, s in summaries.items():
         lines += [f"{label}_test_accuracy {s['test_accuracy']:.4f}",
                   f"{label}_test_accuracy_plain {s['test_accuracy_plain']:.4f}",

@@ -26,6 +26,7 @@ from imgcls.configure import load_config
 from imgcls.report.plots import accuracy_vs_time, save_figure
 from imgcls.tracking.run import Run
 from imgcls.train import train
+from imgcls.train.precision import machine_header
 
 
 def transfer_settings(data: str, input_size: int, epochs: int) -> list[str]:
@@ -85,7 +86,8 @@ def main() -> None:
             f"best_val_within_{args.limit_minutes:g}_min": max(within) if within else None,
             "curve": [[round(s, 1), round(a, 4)] for s, a in points],
             "cpu": summary["cpu"], "threads": summary["torch_threads"]}
-    record = {"date": f"{datetime.now():%Y-%m-%d %H:%M}", "torch": torch.__version__,
+    record = {"date": f"{datetime.now():%Y-%m-%d %H:%M}", "machine": machine_header(),
+              "torch": torch.__version__,
               "runs": results}
     Path(args.results).write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps({k: {m: v for m, v in r.items() if m != "curve"}

@@ -167,8 +167,10 @@ def tiny_config(**sections) -> Config:
         "augment": {"ops": ["flip", {"name": "translate", "pixels": 2}]},
         "optim": {"name": "adamw", "lr": 0.01, "weight_decay": 0.0},
         "schedule": {"name": "cosine"},
+        # float32 everywhere: train.amp auto would pick bf16 on CPUs with bf16 units, and
+        # the learning bounds are measured in float32 (tests/test_speed.py covers auto)
         "train": {"epochs": 3, "batch_size": 16, "eval_batch_size": 64, "tensorboard": False,
-                  "deterministic": True, "threads": 1},
+                  "deterministic": True, "threads": 1, "amp": "none"},
     }
     for key, value in sections.items():
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value

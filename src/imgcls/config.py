@@ -405,9 +405,21 @@ class TrainConfig(Strict):
         "per-example lr (the airbench convention).")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where to train; `auto`: CUDA when available, else the CPU.")
-    amp: Literal["none", "bf16", "fp16"] = Field(
-        "none", description="Mixed precision: `bf16`, or `fp16` with loss scaling (CUDA "
-        "only; not with `optim.sam`).")
+    amp: Literal["auto", "none", "bf16", "fp16"] = Field(
+        "auto", description="Mixed precision: `bf16` autocast, `fp16` with loss scaling "
+        "(CUDA only; not with `optim.sam`), `none` (float32). `auto`: bf16 where the hardware "
+        "has bf16 units (CPUs with AMX-BF16 or AVX512-BF16, CUDA devices with bf16), float32 "
+        "elsewhere; the choice and its reason are recorded in the run's environment.json and "
+        "summary.")
+    compile: Literal["auto"] | bool = Field(
+        "auto", description="`torch.compile` the training network: `true`, `false`, or "
+        "`auto` (on on CUDA; off on the CPU, where the compiled fast-recipe step measured "
+        "slower than the plain one, before its compile time).")
+    sync_every: int | None = Field(
+        None, ge=1, description="Steps between the host's looks at the device's running "
+        "figures (the finite-loss check). A non-finite step is found by its step number "
+        "either way. None: every step on the CPU (free there), every 50 on a GPU (each look "
+        "waits for the device).")
     channels_last: bool = Field(
         True, description="NHWC memory format (faster on CPUs and tensor cores).")
     deterministic: bool = Field(

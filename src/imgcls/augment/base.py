@@ -14,19 +14,20 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from imgcls.augment.functional import to_device
 from imgcls.registry import Registry
 
 
 @dataclass
 class AugmentContext:
-    ids: torch.Tensor  # dataset index of every image in the batch (for per-image state)
+    ids: torch.Tensor  # dataset index of every image in the batch, on the CPU (per-image state)
     dataset_size: int
     epoch: int
     generator: torch.Generator  # CPU generator seeded from (seed, epoch): all randomness
     seed: int
 
     def subset(self, index: torch.Tensor) -> AugmentContext:
-        return replace(self, ids=self.ids[index.to(self.ids.device)])
+        return replace(self, ids=self.ids[index])
 
 
 class AugmentOp(BaseModel):
@@ -46,7 +47,7 @@ class AugmentOp(BaseModel):
         if len(index) == 0:
             return x
         out = x.clone()
-        device_index = index.to(x.device)
+        device_index = to_device(index, x.device)
         out[device_index] = self.apply(x[device_index], ctx.subset(index))
         return out
 

@@ -32,9 +32,16 @@ def like(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return to_uint8(y) if x.dtype == torch.uint8 else y.clamp(0, 1).to(x.dtype)
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A tensor drawn on the CPU (where the seeded generators live) on the batch's device,
+    without making the host wait: a blocking copy to a GPU first waits for every kernel
+    queued before it, while a non-blocking one from ordinary memory is staged at once."""
+    return t.to(device, non_blocking=True)
+
+
 def per_image(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """An (N,) parameter as an (N,1,1,1) float tensor on the batch's device."""
-    return values.to(x.device, torch.float32).view(-1, 1, 1, 1)
+    return to_device(values, x.device).float().view(-1, 1, 1, 1)
 
 
 # -- geometry -------------------------------------------------------------------------------
@@ -49,7 +56,7 @@ def affine(x: torch.Tensor, matrix: torch.Tensor, shift: torch.Tensor | None = N
     theta = torch.empty(n, 2, 3)
     theta[:, :, :2] = matrix * half[None, :] / half[:, None]  # D^-1 A D in normalized units
     theta[:, :, 2] = 0.0 if shift is None else shift / half
-    grid = F.affine_grid(theta.to(x.device), [n, c, h, w], align_corners=False)
+    grid = F.affine_grid(to_device(theta, x.device), [n, c, h, w], align_corners=False)
     if fill == "wrap":
         grid = torch.remainder(grid + 1, 2) - 1
     xf = to_float(x)
@@ -98,12 +105,12 @@ def shift(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, fill: str = "refl
     cols = torch.arange(w)[None] - dx.long()[:, None]
     device = x.device
     sample = torch.arange(n, device=device)[:, None, None]
-    r = _source_index(rows, h, fill).to(device)[:, :, None]
-    k = _source_index(cols, w, fill).to(device)[:, None, :]
+    r = to_device(_source_index(rows, h, fill), device)[:, :, None]
+    k = to_device(_source_index(cols, w, fill), device)[:, None, :]
     out = x.permute(0, 2, 3, 1)[sample, r, k].permute(0, 3, 1, 2)  # stays channels_last
     if fill == "constant":
-        inside = (((rows >= 0) & (rows < h))[:, :, None]
-                  & ((cols >= 0) & (cols < w))[:, None, :]).to(device)[:, None]
+        inside = to_device(((rows >= 0) & (rows < h))[:, :, None]
+                           & ((cols >= 0) & (cols < w))[:, None, :], device)[:, None]
         out = torch.where(inside, out, like(torch.tensor(fill_value), x))
     return out
 
@@ -116,16 +123,16 @@ def box_mask(shape: torch.Size, top: torch.Tensor, left: torch.Tensor,
     cols = torch.arange(w)[None]
     inside_r = (rows >= top[:, None]) & (rows < (top + height)[:, None])
     inside_c = (cols >= left[:, None]) & (cols < (left + width)[:, None])
-    return (inside_r[:, :, None] & inside_c[:, None, :])[:, None].to(device)
+    return to_device((inside_r[:, :, None] & inside_c[:, None, :])[:, None], device)
 
 
 def erase(x: torch.Tensor, mask: torch.Tensor, value: float | str,
           generator: torch.Generator) -> torch.Tensor:
     """Fill the masked pixels with a gray level (0-1) or, for 'random', uniform noise."""
     if value == "random":
-        noise = torch.rand(x.shape, generator=generator).to(x.device)
+        noise = to_device(torch.rand(x.shape, generator=generator), x.device)
         return torch.where(mask, like(noise, x), x)
-    return torch.where(mask, like(torch.full((), float(value)), x).to(x.device), x)
+    return torch.where(mask, like(torch.full((), float(value)), x), x)
 
 
 # -- color ----------------------------------------------------------------------------------
@@ -183,7 +190,7 @@ def hue(x: torch.Tensor, shift_turns: torch.Tensor) -> torch.Tensor:
     r, g, b = xf.unbind(1)
     h = torch.where(argmax == 0, ((g - b) / safe) % 6,
                     torch.where(argmax == 1, (b - r) / safe + 2, (r - g) / safe + 4)) / 6
-    h = (h + shift_turns.to(x.device, torch.float32).view(-1, 1, 1)) % 1.0
+    h = (h + to_device(shift_turns, x.device).float().view(-1, 1, 1)) % 1.0
     # back to RGB: each channel from its offset on the hue circle
     k = (torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1)
          + h.unsqueeze(1) * 6) % 6
@@ -216,7 +223,7 @@ def _from_uint8(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def posterize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     """Keep the top bits[i] bits of every 8-bit value."""
-    shift_by = (8 - bits.long().clamp(0, 8)).to(x.device).view(-1, 1, 1, 1)
+    shift_by = to_device(8 - bits.long().clamp(0, 8), x.device).view(-1, 1, 1, 1)
     mask = (255 >> shift_by << shift_by).to(torch.uint8)
     return _from_uint8(_as_uint8(x) & mask, x)
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imgcls.augment.functional import box_mask
+from imgcls.augment.functional import box_mask, to_device
 
 if TYPE_CHECKING:
     from imgcls.config import MixConfig
@@ -29,7 +29,7 @@ class Mixer:
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         cfg, n = self.cfg, len(x)
         rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
-        partner = torch.from_numpy(rng.permutation(n)).to(x.device)
+        partner = to_device(torch.from_numpy(rng.permutation(n)), x.device)
         mixed = rng.random(n) < cfg.prob
         use_cutmix = (rng.random(n) < cfg.switch_prob if cfg.mixup_alpha and cfg.cutmix_alpha
                       else np.full(n, cfg.cutmix_alpha > 0))
@@ -47,11 +47,12 @@ class Mixer:
         box_area = (bottom - top) * (right - left) / (h * w)
         lam = np.where(use_cutmix & mixed, 1 - box_area, lam)
         inside = box_mask(x.shape, *(torch.from_numpy(v) for v in (
-            top, left, bottom - top, right - left)), x.device) & cut.to(x.device).view(-1, 1, 1, 1)
+            top, left, bottom - top, right - left)), x.device)
+        inside &= to_device(cut, x.device).view(-1, 1, 1, 1)
 
-        weight = torch.from_numpy(lam).float().to(x.device)
+        weight = to_device(torch.from_numpy(lam).float(), x.device)
         blend = weight.view(-1, 1, 1, 1)
-        is_mixup = (~cut).to(x.device).view(-1, 1, 1, 1)
+        is_mixup = to_device(~cut, x.device).view(-1, 1, 1, 1)
         other = x[partner]
         x = torch.where(is_mixup, blend * x + (1 - blend) * other,
                         torch.where(inside, other, x))

@@ -61,8 +61,8 @@ class Flip(AugmentOp):
     def __call__(self, x: torch.Tensor, ctx: AugmentContext) -> torch.Tensor:
         if not self.alternate:
             return super().__call__(x, ctx)
-        flip = (_base_flips(ctx.seed, ctx.dataset_size)[ctx.ids.cpu()]
-                ^ bool(ctx.epoch % 2)).to(x.device)
+        flip = AF.to_device(_base_flips(ctx.seed, ctx.dataset_size)[ctx.ids]
+                            ^ bool(ctx.epoch % 2), x.device)
         return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
     def apply(self, x: torch.Tensor, ctx: AugmentContext) -> torch.Tensor:
@@ -70,7 +70,7 @@ class Flip(AugmentOp):
             return x.flip(-1)
         if self.mode == "vertical":
             return x.flip(-2)
-        which = torch.randint(0, 3, (len(x),), generator=ctx.generator).to(x.device)
+        which = AF.to_device(torch.randint(0, 3, (len(x),), generator=ctx.generator), x.device)
         out = torch.where((which != 1).view(-1, 1, 1, 1), x.flip(-1), x)  # 0: h, 1: v, 2: both
         return torch.where((which != 0).view(-1, 1, 1, 1), out.flip(-2), out)
 

@@ -92,7 +92,7 @@ def apply_steps(x: torch.Tensor, names: list[str], choice: torch.Tensor,
             continue
         if out is x:
             out = x.clone()
-        device_index = index.to(x.device)
+        device_index = AF.to_device(index, x.device)
         out[device_index] = OPS[name](x[device_index], magnitude[index], fill)
     return out
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from imgcls.augment import AugmentContext, AugmentOp, Mixer
+from imgcls.augment.functional import to_device
 from imgcls.data.base import ImageSet
 
 
@@ -57,14 +58,14 @@ class Batches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def order(self, epoch: int) -> tuple[torch.Generator, list[torch.Tensor]]:
-        """The epoch's generator (augmentation draws from it next) and its batches' ids."""
+        """The epoch's generator (augmentation draws from it next) and its batches' ids, on
+        the CPU (the augmentation looks up per-image state by id there)."""
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 1))
         n = len(self.labels)
         if self.sampler == "balanced":
             order = self.balanced_draw(n, generator)
         else:
             order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        order = order.to(self.labels.device)
         return generator, [order[b * self.batch_size:(b + 1) * self.batch_size]
                            for b in range(len(self))]
 
@@ -116,9 +117,9 @@ class BatchLoader(Batches):
     def gather(self, ids: torch.Tensor) -> torch.Tensor:
         """uint8 images `ids` as an NCHW view of NHWC memory (channels_last), on the device."""
         if isinstance(self.images, torch.Tensor):
-            batch = self.images[ids]
+            batch = self.images[to_device(ids, self.images.device)]
         else:
-            batch = torch.from_numpy(self.images[ids.cpu().numpy()]).to(self.device)
+            batch = to_device(torch.from_numpy(self.images[ids.cpu().numpy()]), self.device)
         return batch.permute(0, 3, 1, 2)
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
@@ -139,7 +140,7 @@ class BatchLoader(Batches):
             ctx = AugmentContext(ids, len(self.labels), epoch, generator, self.seed)
             for op in self.augment:
                 batch = op(batch, ctx)
-            x, y = self.normalize(batch), self.labels[ids]
+            x, y = self.normalize(batch), self.labels[to_device(ids, self.labels.device)]
             x, y = self.mix(x, y, generator) if self.mix else (x, y)
             yield take_shard(x, y, self.shard)
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from imgcls.config import Config, ConfigError, parse, read_yaml
+from imgcls.hardware import cpu_bf16_units, cpu_model
 from imgcls.log import exception_line
 from imgcls.tracking.io import atomic_torch_save, atomic_write_json, atomic_write_text
 
@@ -79,16 +80,9 @@ def environment(device: str) -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     info = {"python": sys.version.split()[0], "platform": platform.platform(),
-            "versions": versions, "cpu": cpu, "cpu_count": os.cpu_count(),
+            "versions": versions, "cpu": cpu_model(), "cpu_bf16_units": cpu_bf16_units(),
+            "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "device": device}
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()

@@ -56,7 +56,8 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
     if world.is_main:
         if resume is not None:  # drop epochs after the checkpoint (all, if there is none)
             run.truncate_metrics(trainer.epoch)
-        run.write_environment({**environment(str(trainer.device)), "processes": world.size})
+        run.write_environment({**environment(str(trainer.device)), **trainer.speed_settings(),
+                               "processes": world.size})
         inputs = trainer.inputs
         run.write_preprocessing(Preprocessing(
             classes=data.classes, image_size=data.image_size, resize=cfg.data.resize,

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from imgcls.augment.functional import to_device
 from imgcls.data.loader import Batches, BatchLoader, take_shard
 
 
@@ -25,6 +26,7 @@ class FeatureLoader(Batches):
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         _, batches = self.order(epoch)
         for ids in batches:
+            ids = to_device(ids, self.labels.device)
             yield take_shard(self.features[ids], self.labels[ids], self.shard)
 
 

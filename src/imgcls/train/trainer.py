@@ -30,12 +30,14 @@ from imgcls.train.features import FeatureLoader, extract_features
 from imgcls.train.imbalance import resolve_class_weights
 from imgcls.train.metrics import SCORES, check_monitors
 from imgcls.train.optim import frozen_norm_stats, l2_penalty
+from imgcls.train.precision import resolve_precision
 from imgcls.train.setup import (
     check_input_sizes,
     create_callbacks,
     create_loaders,
     create_model_with_weights,
     prepare_device,
+    resolve_compile,
     unaugmented_loader,
 )
 from imgcls.train.stage import Stage, create_stage, stage_at
@@ -47,6 +49,35 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
+class FiniteWatch:
+    """The first step of an epoch whose loss was not finite, and that loss, kept on the
+    device: recording costs two tiny kernels and no wait, and the host looks only every
+    `train.sync_every` steps."""
+
+    NEVER = 2**62
+
+    def __init__(self, device: torch.device):
+        self.step = torch.full((), self.NEVER, dtype=torch.long, device=device)
+        self.loss = torch.zeros((), device=device)
+
+    def record(self, loss: torch.Tensor, step: int) -> None:
+        first = ~torch.isfinite(loss) & (self.step == self.NEVER)
+        self.step = torch.where(first, step, self.step)
+        self.loss = torch.where(first, loss.float(), self.loss)
+
+    def first_bad(self, across_processes: bool) -> tuple[int, float] | None:
+        """(step, loss) of the first non-finite step, over all processes when several train
+        (the loss is this process's, nan if its own steps were finite); None if none."""
+        step = self.step
+        if across_processes:
+            step = step.clone()
+            torch.distributed.all_reduce(step, op=torch.distributed.ReduceOp.MIN)
+        first = int(step.item())
+        if first == self.NEVER:
+            return None
+        return first, float(self.loss.item()) if first == int(self.step.item()) else math.nan
+
+
 class Trainer:
     def __init__(self, cfg: Config, run: Run, data: DataSplits,
                  callbacks: Sequence[Callback] = ()):
@@ -54,8 +85,15 @@ class Trainer:
         t = cfg.train
         self.world = distributed.world()
         self.device = prepare_device(t, self.world)
-        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
+        self.precision = resolve_precision(t.amp, self.device)
+        self.amp_dtype = self.precision.dtype
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.precision.amp == "fp16")
+        self.compiled = resolve_compile(t.compile, self.device)
+        self.sync_every = t.sync_every or (1 if self.device.type == "cpu" else 50)
+        if self.is_main:
+            log.info(f"precision: {self.precision.describe()}"
+                     + ("; torch.compile on" if self.compiled else ""))
 
         check_monitors(cfg, len(data.classes))
         self.class_weights = resolve_class_weights(t.class_weights, data.train.labels,
@@ -119,13 +157,14 @@ class Trainer:
             self.val_batches, self.val_net = self.loaders.val, self.eval_model
 
     def _replicated(self, module: nn.Module) -> nn.Module:
-        """`module` in DistributedDataParallel when several processes train (it averages
-        the gradients across them during backward), else itself."""
-        if not self.world.active:
-            return module
-        from torch.nn.parallel import DistributedDataParallel
+        """What trains `module`: itself, in DistributedDataParallel when several processes
+        train (it averages the gradients across them during backward), compiled when
+        `train.compile` is on (its weights stay `module`'s, so checkpoints are unchanged)."""
+        if self.world.active:
+            from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(module)
+            module = DistributedDataParallel(module)
+        return torch.compile(module) if self.compiled else module
 
     def _cache_features(self) -> tuple[FeatureLoader, FeatureLoader | None]:
         start = time.perf_counter()
@@ -153,23 +192,22 @@ class Trainer:
         size = self.train_size(epoch)
         loss_sum = torch.zeros((), device=self.device)
         hits = torch.zeros((), device=self.device)
+        watch = FiniteWatch(self.device)
         seen = 0
         start = time.perf_counter()
         for step, (x, y) in enumerate(self.train_batches.epoch(epoch)):
             if x.ndim == 4 and size != x.shape[-1]:  # progressive resizing
                 x = self.shrink(x, size)
             batch_loss, batch_hits = self.train_step(x, y)
-            if not self.all_finite(batch_loss):
-                raise TrainingDiverged(
-                    f"epoch {epoch + 1}, step {step + 1}: training loss is {batch_loss.item()} "
-                    f"(lr {self.main_group()['lr']:.4g}); stopped. The last good checkpoint "
-                    f"({self.run.checkpoint_path('last')}) is kept; lower optim.lr, clip "
-                    "gradients (optim.clip_grad_norm) or check the data.")
+            watch.record(batch_loss, step)  # on the device: no wait for the step to finish
+            if (step + 1) % self.sync_every == 0:
+                self.stop_if_diverged(watch, epoch)
             loss_sum += batch_loss
             hits += batch_hits
             seen += len(y)
             for cb in self.callbacks:
                 cb.on_batch_end(self, seen)
+        self.stop_if_diverged(watch, epoch)
         if self.world.active:  # the epoch's figures over all processes' shares
             totals = torch.stack([loss_sum, hits, torch.tensor(float(seen))]).to(self.device)
             torch.distributed.all_reduce(totals)
@@ -224,7 +262,7 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype,
                                     enabled=self.amp_dtype is not None):
                     logits = self.net(xs)
-                    loss = self.loss_fn(logits, ys)
+                loss = self.loss_fn(logits.float(), ys)  # the loss in float32 under autocast
                 # the gradient of the whole (global) batch: a summed loss undoes DDP's mean
                 weight = self.world.size if summed else len(ys) / len(y)
                 self.scaler.scale(loss * weight).backward()
@@ -277,13 +315,24 @@ class Trainer:
                   if g.get("horizon_epochs") is None and g.get("lr_scale", 1.0) == 1.0]
         return next((g for g in groups if g.get("kind") == "weights"), groups[0])
 
-    def all_finite(self, loss: torch.Tensor) -> bool:
-        """Whether the step's loss is finite in every process (so all stop together)."""
-        if self.world.active:
-            flag = torch.tensor(float(math.isfinite(loss.item())), device=self.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-            return bool(flag.item())
-        return math.isfinite(loss.item())
+    def stop_if_diverged(self, watch: FiniteWatch, epoch: int) -> None:
+        """Raise TrainingDiverged if a step of this epoch had a non-finite loss in any
+        process (so all stop together), naming the first such step; before the epoch's
+        checkpoint, so the last good one stays."""
+        found = watch.first_bad(self.world.active)
+        if found is None:
+            return
+        step, loss = found
+        raise TrainingDiverged(
+            f"epoch {epoch + 1}, step {step + 1}: training loss is {loss} "
+            f"(lr {self.main_group()['lr']:.4g}); stopped. The last good checkpoint "
+            f"({self.run.checkpoint_path('last')}) is kept; lower optim.lr, clip "
+            "gradients (optim.clip_grad_norm) or check the data.")
+
+    def speed_settings(self) -> dict[str, Any]:
+        """How this run computes (precision, compile), as recorded in its environment and
+        summary."""
+        return {"precision": self.precision.as_dict(), "compiled": self.compiled}
 
     def init_from_data(self, count: int = 5000) -> None:
         """Data-dependent initialization (fastnet's whitening) from the first `count`
@@ -320,6 +369,7 @@ class Trainer:
             "test_seconds": test_seconds,
             "ema": self.cfg.train.ema is not None,
             "class_weights": self.class_weights, "sampler": self.cfg.data.sampler,
+            **self.speed_settings(),
             **({"stages": self.stage_times(history)} if self.cfg.stages else {}),
             "num_parameters": sum(count_parameters(self.model)),
             "forward_gflops": forward_gflops(self.model, self.data.image_size),

@@ -1,0 +1,121 @@
+"""The fast path's choices: `train.amp: auto` from the hardware's bf16 units, recorded in the
+run; bf16 autocast training that still learns; torch.compile; and the finite-loss check
+that looks at the device only every `train.sync_every` steps yet names the first bad one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import LEARN_SEED, at_least, make_image_folder, tiny_config
+from imgcls.hardware import cpu_bf16_units, machine_line
+from imgcls.train import load_model, train
+from imgcls.train.callbacks import Callback
+from imgcls.train.precision import resolve_precision
+from imgcls.train.trainer import TrainingDiverged
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data") / "images", classes=4,
+                             per_class=40, size=24, seed=LEARN_SEED)
+
+
+def config(folder, **sections):
+    return tiny_config(data={"path": str(folder), "image_size": 24}, seed=LEARN_SEED,
+                       **sections)
+
+
+@pytest.mark.parametrize("flags, amp", [
+    ({"avx2", "amx_bf16", "amx_tile", "avx512_bf16"}, "bf16"),  # Sapphire Rapids
+    ({"avx2", "avx512f", "avx512_bf16"}, "bf16"),                # Zen 4, Cooper Lake
+    ({"avx2", "avx512f"}, "none"),                               # Skylake-SP, Ice Lake
+    ({"avx2", "fma"}, "none"),                                   # Zen 2/3
+    (set(), "none"),                                             # flags unknown
+])
+def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units(flags, amp):
+    chosen = resolve_precision("auto", CPU, flags)
+    assert chosen.amp == amp
+    assert chosen.reason.startswith("auto: the CPU has")
+    if amp == "bf16":
+        assert "bf16 units (" in chosen.reason and chosen.dtype is torch.bfloat16
+    else:
+        assert "no bf16 units" in chosen.reason and chosen.dtype is None
+
+
+def test_an_explicit_precision_is_kept_whatever_the_cpu():
+    for amp in ("none", "bf16"):
+        chosen = resolve_precision(amp, CPU, {"amx_bf16"} if amp == "none" else set())
+        assert (chosen.amp, chosen.reason) == (amp, "set by train.amp")
+
+
+def test_the_machine_line_names_cpu_units_torch_threads_and_precision():
+    line = machine_line("float32")
+    units = ", ".join(cpu_bf16_units()) or "none"
+    assert line.startswith("CPU ") and f"bf16 units: {units}" in line
+    assert f"torch {torch.__version__}" in line and f"{torch.get_num_threads()} threads" in line
+    assert line.endswith("; float32")
+
+
+def test_a_run_records_the_precision_it_chose_and_why(folder, tmp_path):
+    cfg = config(folder, train={"epochs": 1, "amp": "auto"})
+    run, summary = train(cfg, tmp_path / "run")
+    expected = resolve_precision("auto", CPU).as_dict()
+    assert summary["precision"] == expected and summary["compiled"] is False
+    env = json.loads((run.path / "environment.json").read_text())
+    assert env["precision"] == expected and env["compiled"] is False
+    assert env["cpu_bf16_units"] == cpu_bf16_units()
+    assert json.loads((run.path / "summary.json").read_text())["precision"] == expected
+
+
+def test_bf16_autocast_training_learns(folder, tmp_path):
+    """bf16 works on every CPU (emulated where there are no bf16 units: slower, not wrong);
+    the loss stays float32, so the run learns as in float32."""
+    cfg = config(folder, train={"epochs": 6, "amp": "bf16"})
+    _, summary = train(cfg, tmp_path / "run")
+    assert summary["precision"] == {"amp": "bf16", "reason": "set by train.amp"}
+    at_least(summary["test_accuracy"], 0.75, "bf16 tiny run test accuracy", count=40)
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="torch.compile on a CPU needs a C++ compiler")
+def test_a_compiled_run_learns_and_saves_plain_weights(folder, tmp_path):
+    cfg = config(folder, train={"epochs": 4, "compile": True, "amp": "none"})
+    run, summary = train(cfg, tmp_path / "run")
+    assert summary["compiled"] is True
+    at_least(summary["test_accuracy"], 0.6, "compiled tiny run test accuracy", count=40)
+    state = torch.load(run.path / "checkpoints" / "last.pt", weights_only=True)
+    assert not any(k.startswith("_orig_mod.") for k in state["model"])
+    model, _, _ = load_model(run.path)  # the checkpoint loads into the plain network
+    assert isinstance(model, torch.nn.Module)
+
+
+class PoisonAtStep(Callback):
+    """Makes the loss NaN from the second step of epoch 2 on, and counts epoch 2's steps."""
+
+    def __init__(self):
+        self.steps_in_epoch_2 = 0
+
+    def on_batch_end(self, trainer, images):
+        if trainer.epoch == 1:
+            self.steps_in_epoch_2 += 1
+            if self.steps_in_epoch_2 == 1:
+                with torch.no_grad():
+                    next(trainer.model.parameters()).fill_(float("nan"))
+
+
+def test_a_nan_step_is_named_even_when_the_host_looks_only_every_few_steps(folder, tmp_path):
+    poison = PoisonAtStep()
+    cfg = config(folder, train={"epochs": 3, "sync_every": 3})
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 2: training loss is nan"):
+        train(cfg, tmp_path / "run", callbacks=[poison])
+    # found at the first look after it (after step 3), not at the end of the epoch
+    assert poison.steps_in_epoch_2 == 2  # the raise comes before step 3's callbacks
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert last["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
