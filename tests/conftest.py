@@ -177,6 +177,20 @@ def tiny_config(**sections) -> Config:
     return validate(raw)
 
 
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """The learning tests' images: 4 classes x 40 generated 24 px images, seeded by
+    LEARN_SEED (a module with other needs defines its own `folder`)."""
+    return make_image_folder(tmp_path_factory.mktemp("data") / "images", classes=4,
+                             per_class=40, size=24, seed=LEARN_SEED)
+
+
+def learning_config(folder: Path, **sections) -> Config:
+    """tiny_config on `folder`'s 24 px images, seeded by LEARN_SEED."""
+    return tiny_config(data={"path": str(folder), "image_size": 24}, seed=LEARN_SEED,
+                       **sections)
+
+
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     return make_image_folder(tmp_path / "images")

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import LEARN_SEED, at_least, at_most, make_image_folder, tiny_config
+from conftest import at_least, at_most
+from conftest import learning_config as config
 from imgcls.config import ConfigError, OptimConfig, ScheduleConfig
 from imgcls.configure import validate
 from imgcls.models import build_model
@@ -21,17 +22,6 @@ from imgcls.train.lr_find import exponential_lrs, lr_find, smooth, suggest
 from imgcls.train.optim import SAM, Lion, create_optimizer, frozen_norm_stats, l2_penalty
 from imgcls.train.schedule import create_scheduler
 from imgcls.train.trainer import TrainingDiverged
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("data") / "images", classes=4,
-                             per_class=40, size=24, seed=LEARN_SEED)
-
-
-def config(folder, **sections):
-    return tiny_config(data={"path": str(folder), "image_size": 24}, seed=LEARN_SEED,
-                       **sections)
 
 
 # -- optimizers ------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import shutil
 import pytest
 import torch
 
-from conftest import LEARN_SEED, at_least, make_image_folder, tiny_config
+from conftest import at_least
+from conftest import learning_config as config
 from imgcls.hardware import cpu_bf16_units, machine_line
 from imgcls.train import load_model, train
 from imgcls.train.callbacks import Callback
@@ -20,15 +21,6 @@ from imgcls.train.trainer import TrainingDiverged
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("data") / "images", classes=4,
-                             per_class=40, size=24, seed=LEARN_SEED)
-
-
-def config(folder, **sections):
-    return tiny_config(data={"path": str(folder), "image_size": 24}, seed=LEARN_SEED,
-                       **sections)
 
 
 @pytest.mark.parametrize("flags, amp", [

@@ -415,6 +415,10 @@ class TrainConfig(Strict):
         "auto", description="`torch.compile` the training network: `true`, `false`, or "
         "`auto` (on on CUDA; off on the CPU, where the compiled fast-recipe step measured "
         "slower than the plain one, before its compile time).")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        "default", description="torch.compile's mode when compiling: `reduce-overhead` "
+        "replays the step as CUDA graphs (GPU; fixed batch shapes), `max-autotune` also "
+        "searches kernel configurations (long compiles).")
     sync_every: int | None = Field(
         None, ge=1, description="Steps between the host's looks at the device's running "
         "figures (the finite-loss check). A non-finite step is found by its step number "

@@ -164,7 +164,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             module = DistributedDataParallel(module)
-        return torch.compile(module) if self.compiled else module
+        return (torch.compile(module, mode=self.cfg.train.compile_mode) if self.compiled
+                else module)
 
     def _cache_features(self) -> tuple[FeatureLoader, FeatureLoader | None]:
         start = time.perf_counter()
