@@ -59,5 +59,6 @@ def resolve_precision(requested: str, device: torch.device,
 def machine_header(amp: str = "auto") -> str:
     """`imgcls.hardware.machine_line` with the precision that `train.amp` (default auto)
     gives on this machine's default training device: the first line of every benchmark."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return machine_line(resolve_precision(amp, device).describe())
+    from imgcls.train.setup import resolve_device  # the rule `train.device: auto` follows
+
+    return machine_line(resolve_precision(amp, resolve_device("auto")).describe())
