@@ -34,6 +34,7 @@ RESUME_HINTS = {  # commands that leave resumable work behind: what Ctrl-C tells
     "train": "continue with `imgcls train --resume RUN_DIR`",
     "sweep": "run the same command again to resume",
     "tune": "run the same command again to resume the study",
+    "fit": "run the same command again to continue; the time spent so far counts",
 }
 
 console = Console()
@@ -138,6 +139,41 @@ def train(
             f" (plain {summary['test_accuracy_plain']:.4f}, tta {summary['tta']}),"
             f" {summary['train_images_per_second']:.0f} img/s, {summary['wall_seconds']:.0f} s",
             soft_wrap=True)
+
+
+@app.command("fit")
+def fit_(
+    data: Annotated[str, typer.Argument(
+        help="A folder of class sub-folders, an archive of one (.zip/.tar.gz/.tgz/.tar), a "
+        "CSV/TSV file, or a dataset name (cifar10, cifar100).")],
+    budget: Annotated[str, typer.Option(
+        help="Wall time for everything, e.g. 90s, 10m, 1h30m.")],
+    metric: Annotated[Literal["accuracy", "macro_f1"], typer.Option(
+        help="Validation figure the candidates are ranked by.")] = "accuracy",
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for the trials, the final run and the report "
+        "(default: runs/fit-<name>-<budget>).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every trial and of the final run.")] = 0,
+    candidates: Annotated[str | None, typer.Option(
+        help="Only these candidates, comma-separated (their names are in the report).")
+    ] = None,
+    set_: SetOption = [],  # noqa: B006
+) -> None:
+    """The best classifier this machine can train on DATA in a time budget: measures the
+    candidates here, races them by successive halving on a validation split, trains the
+    winner with the time that is left. Rerun the same command to continue."""
+    from imgcls.experiment.fit import fit
+
+    only = [c.strip() for c in candidates.split(",") if c.strip()] if candidates else None
+    result = fit(data, budget, metric, out, seed, set_, only)
+    s = result.summary
+    spent = result.state["spent_seconds"]
+    budget_s = result.state["settings"]["budget_seconds"]
+    console.print(f"[bold]{result.out}[/bold]: winner {result.winner}, test accuracy "
+                  f"{s['test_accuracy']:.4f} (plain {s['test_accuracy_plain']:.4f}); "
+                  f"{spent:.0f} s of the {budget_s:.0f} s budget; report "
+                  f"{result.out / 'fit.md'}, config {result.out / 'winner.yaml'}",
+                  soft_wrap=True, highlight=False)
 
 
 @app.command("lr-find")

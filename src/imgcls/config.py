@@ -445,6 +445,10 @@ class TrainConfig(Strict):
         "none", description="Test-time augmentation for the final test: `mirror` (the image "
         "and its mirror), `mirror_translate` (also 1-pixel shifts, as airbench); the plain "
         "accuracy is reported too.")
+    test: bool = Field(
+        True, description="Evaluate the final model on the test split at the end. false: "
+        "the run never looks at the test images and its summary's test figures are null "
+        "(what `imgcls fit`'s trial runs do: they are scored on validation only).")
     ema: EMAConfig | None = Field(
         None, description="An exponential moving average of the weights, e.g. `{decay: "
         "0.999, warmup: true}`: validated, saved as `best.pt` and tested instead of the "

@@ -359,3 +359,32 @@ def accuracy_vs_time(curves: dict[str, list[tuple[float, float]]],
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def fit_trials(trials: list[dict[str, Any]], spent: dict[str, float], budget: float,
+               metric_label: str, title: str) -> Figure:
+    """`imgcls fit`: each trial's validation score against its wall time, by candidate and
+    round (left); where the budget went, by phase, against the budget (right)."""
+    fig, (ax, bar) = plt.subplots(1, 2, figsize=(12, 4.5), width_ratios=[2, 1])
+    names = list(dict.fromkeys(t["candidate"] for t in trials))
+    for i, name in enumerate(names):
+        own = [t for t in trials if t["candidate"] == name and t.get("score") is not None]
+        if own:
+            ax.plot([t["wall_seconds"] for t in own], [100 * t["score"] for t in own], "-o",
+                    color=plt.cm.tab10.colors[i % 10], label=name)
+            for t in own:
+                ax.annotate(f"r{t['round']}", (t["wall_seconds"], 100 * t["score"]),
+                            textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set(title=title, xlabel="trial wall time (s)", ylabel=f"best validation {metric_label} (%)")
+    if names:
+        ax.legend(fontsize=8)
+    phases = list(spent)
+    left = 0.0
+    for i, phase in enumerate(phases):
+        bar.barh([0], [spent[phase]], left=left, color=plt.cm.Set2.colors[i % 8], label=phase)
+        left += spent[phase]
+    bar.axvline(budget, color="C3", ls="--", lw=1.5, label=f"budget {budget:.0f} s")
+    bar.set(title="where the budget went", xlabel="seconds", yticks=[])
+    bar.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -348,26 +348,18 @@ class Trainer:
     def test(self) -> dict[str, Any]:
         """Test the evaluated model once (the best checkpoint's weights, put back by the
         checkpoint callback); the summary of the run."""
-        tta = self.cfg.train.tta
         start = time.perf_counter()
-        test = evaluate(self.eval_model, self.loaders.test, tta, self.amp_dtype,
-                        per_class=True, classes=self.data.classes)
-        shown = "tta_" if "tta_accuracy" in test else ""  # the TTA figures when TTA is on
-        test_seconds = time.perf_counter() - start
         history = self.run.metrics()
         val_acc = [m["val_accuracy"] for m in history if "val_accuracy" in m]
         return {
             "name": self.cfg.name, "model": self.cfg.model.name, "seed": self.cfg.seed,
-            "test_accuracy": test.get("tta_accuracy", test["accuracy"]),
-            "test_accuracy_plain": test["accuracy"], "test_loss": test["loss"], "tta": tta,
-            **{f"test_{k}": test[shown + k] for k in SCORES if shown + k in test},
-            "per_class": test["per_class"],
+            **self.test_figures(),
             "best_val_accuracy": max(val_acc) if val_acc else None,
             "epochs": self.epoch, "stop_reason": self.stop_reason or "completed",
             "wall_seconds": self.wall_seconds(), "train_seconds": self.train_seconds,
             "train_images_per_second": self.images_seen / max(self.train_seconds, 1e-9),
             "data_seconds": self.data.seconds, "startup_seconds": self.startup_seconds,
-            "test_seconds": test_seconds,
+            "test_seconds": time.perf_counter() - start,
             "ema": self.cfg.train.ema is not None,
             "class_weights": self.class_weights, "sampler": self.cfg.data.sampler,
             **self.speed_settings(),
@@ -378,6 +370,21 @@ class Trainer:
             "skipped_files": len(self.data.skipped),
             **environment(str(self.device)),
         }
+
+    def test_figures(self) -> dict[str, Any]:
+        """The summary's test figures (the TTA ones when TTA is on, the plain accuracy too);
+        all null when `train.test` is off."""
+        tta = self.cfg.train.tta
+        if not self.cfg.train.test:
+            return {"test_accuracy": None, "test_accuracy_plain": None, "test_loss": None,
+                    "tta": tta, "per_class": None}
+        test = evaluate(self.eval_model, self.loaders.test, tta, self.amp_dtype,
+                        per_class=True, classes=self.data.classes)
+        shown = "tta_" if "tta_accuracy" in test else ""
+        return {"test_accuracy": test.get("tta_accuracy", test["accuracy"]),
+                "test_accuracy_plain": test["accuracy"], "test_loss": test["loss"], "tta": tta,
+                **{f"test_{k}": test[shown + k] for k in SCORES if shown + k in test},
+                "per_class": test["per_class"]}
 
     def stage_times(self, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each stage's epochs and training seconds (with its feature caching, if any)."""

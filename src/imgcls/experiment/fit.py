@@ -1,0 +1,433 @@
+"""`imgcls fit DATA --budget 10m`: the best classifier this machine can train on this data
+in a given time, chosen by measurement.
+
+1. Measure: the data (counts, classes, size, channels, balance), then each candidate
+   (`imgcls.experiment.candidates`) for a few steps on this device: training and inference
+   images/s at its input size, which give a first cost model (`imgcls.experiment.cost`).
+2. Search, with SEARCH_SHARE of the budget: synchronous successive halving. Round 1 trains
+   every candidate that can be tried for an equal share of the round's time (resized to it:
+   fewer epochs, a stratified subset), scored by its best validation figure; the better half
+   goes on to round 2, with twice the time each; the best of the last round wins. Trial runs
+   skip the test split (`train.test: false`). (Optuna's pruners are asynchronous: with one
+   trial at a time the first candidate would run to its end unchallenged.)
+3. Final: the winner, resized with its trial-calibrated cost to the time that is left (less
+   a reserve for the report), trains as an ordinary run folder; its config is saved as
+   winner.yaml for `imgcls train`.
+
+Everything lives in the output folder, and fit.json records every step and the seconds
+spent, so a killed fit continues where it stopped with the time already spent counted."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from imgcls.config import Config, ConfigError
+from imgcls.configure import load_config
+from imgcls.data import DataSplits, load_data
+from imgcls.experiment.budget import Clock, format_duration, parse_duration
+from imgcls.experiment.candidates import CONFIGS, Candidate, candidates_for, resized
+from imgcls.experiment.cost import (
+    Cost,
+    Sizing,
+    calibrated,
+    ceil_seconds,
+    probe,
+    size_run,
+    smallest_run,
+    views,
+)
+from imgcls.hardware import machine_line
+from imgcls.log import get_logger
+from imgcls.tracking.io import atomic_write_json, atomic_write_text
+from imgcls.tracking.run import Run
+from imgcls.train.callbacks import Callback
+from imgcls.train.precision import resolve_precision
+from imgcls.train.setup import resolve_device
+
+STATE = "fit.json"
+WINNER = "winner.yaml"
+SEARCH_SHARE = 0.2  # of the budget, for the trials
+CALIBRATION_SHARE = 0.05  # of the budget, for a short run of an unmeasured winner
+DEADLINE_SLACK = 0.03  # the final run stops when an epoch would end past budget + 3%
+RESERVE = 0.005  # of the budget (1 s at least), kept for the report after the final run
+MIN_VAL_IMAGES = 50  # fewer cannot rank candidates: the prior choice is taken
+METRICS = {"accuracy": "val_accuracy", "macro_f1": "val_macro_f1"}
+NAMED_SOURCES = ("cifar10", "cifar100")
+log = get_logger(__name__)
+
+
+class BudgetTooSmall(ValueError):
+    pass
+
+
+@dataclass
+class FitResult:
+    out: Path
+    winner: str
+    run: Run
+    summary: dict[str, Any]
+    state: dict[str, Any]
+
+
+# -- the data --------------------------------------------------------------------------------
+def base_config(data: str | Path, overrides: list[str]) -> tuple[Config, list[str]]:
+    """The recipe `imgcls train DATA` would pick (a folder, archive or CSV file), or, for a
+    dataset name, the fast CIFAR recipe on it; `overrides` (`key=value`) on top."""
+    from imgcls.recipes import recipe_for_data
+
+    text = str(data)
+    if text in NAMED_SOURCES:
+        cfg = load_config(CONFIGS / "cifar10-fast.yaml", [f"data.source={text}", *overrides])
+        return cfg, [f"data: the {text} dataset; base recipe cifar10-fast.yaml"]
+    if not Path(text).expanduser().exists():
+        raise ConfigError(f"{text}: no such folder or file, and not a dataset name; imgcls "
+                          "fit takes a folder of class sub-folders, an archive of one, a "
+                          f"CSV/TSV file, or one of {', '.join(NAMED_SOURCES)}")
+    return recipe_for_data(text, overrides)
+
+
+def data_facts(splits: DataSplits) -> dict[str, Any]:
+    counts = splits.counts()
+    train = counts["train"]
+    return {"classes": splits.classes, "train_images": sum(train),
+            "val_images": sum(counts.get("val", [])), "test_images": sum(counts["test"]),
+            "per_class_train": train, "imbalance": max(train) / max(min(train), 1),
+            "stored_size": splits.image_size, "channels": splits.channels,
+            "load_seconds": splits.seconds}
+
+
+def machine_facts(cfg: Config) -> dict[str, Any]:
+    device = resolve_device(cfg.train.device)
+    precision = resolve_precision(cfg.train.amp, device)
+    return {"device": device.type, "line": machine_line(precision.describe()),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+# -- the state file --------------------------------------------------------------------------
+class FitState:
+    """fit.json: the settings, the measurements, every trial and the final run, and the
+    seconds spent, rewritten atomically after each step (and each epoch of a run)."""
+
+    def __init__(self, out: Path, settings: dict[str, Any], budget: float):
+        self.path = out / STATE
+        saved = json.loads(self.path.read_text()) if self.path.is_file() else None
+        if saved is not None and saved["settings"] != settings:
+            changed = sorted(k for k in settings if saved["settings"].get(k) != settings[k])
+            raise ConfigError(f"{out}: holds a fit with other settings ({', '.join(changed)}: "
+                              f"{', '.join(repr(saved['settings'].get(k)) for k in changed)})"
+                              "; rerun it with those, or pick another --out")
+        self.data: dict[str, Any] = saved or {"settings": settings, "spent_seconds": 0.0,
+                                              "candidates": {}, "trials": [], "log": []}
+        self.clock = Clock(budget, self.data["spent_seconds"])
+
+    def save(self) -> None:
+        self.data["spent_seconds"] = self.clock.spent()
+        atomic_write_json(self.path, self.data)
+
+    def note(self, line: str) -> None:
+        """A line for the log and the report's story of the fit."""
+        log.info(f"fit: {line}")
+        self.data["log"].append(line)
+        self.save()
+
+
+class BudgetHeartbeat(Callback):
+    """Saves the fit's spent seconds after every epoch, so a kill loses at most one epoch's
+    worth of accounting; with a `deadline` (seconds of the budget), stops the run when the
+    next epoch would end past it (the run then tests its best checkpoint as usual)."""
+
+    key = "fit_budget"
+
+    def __init__(self, state: FitState, deadline: float | None = None):
+        self.state, self.deadline = state, deadline
+        self.last = time.perf_counter()
+
+    def on_fit_start(self, trainer) -> None:
+        self.last = time.perf_counter()
+
+    def on_epoch_end(self, trainer, metrics: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        epoch, self.last = now - self.last, now
+        self.state.save()
+        spent = self.state.clock.spent()
+        if (self.deadline is not None and trainer.epoch < trainer.cfg.train.epochs
+                and spent + epoch > self.deadline):
+            trainer.stop_reason = (f"stopped at the time budget after epoch {metrics['epoch']}"
+                                   f" ({spent:.0f} s spent; an epoch takes {epoch:.0f} s)")
+
+
+# -- the steps -------------------------------------------------------------------------------
+def _score(run: Run, metric: str) -> float | None:
+    values = [m[metric] for m in run.metrics() if m.get(metric) is not None]
+    return max(values) if values else None
+
+
+def _train(cfg: Config, run_dir: Path, state: FitState, deadline: float | None = None
+           ) -> tuple[Run, dict[str, Any]]:
+    """Train `cfg` into `run_dir`, or continue it there (a fit killed mid-run)."""
+    from imgcls.train import train
+
+    run = Run(run_dir)
+    heartbeat = [BudgetHeartbeat(state, deadline)]
+    if run.finished():
+        return run, run.summary()
+    if run.is_run():
+        return train(resume=run_dir, callbacks=heartbeat)
+    return train(cfg, run_dir, callbacks=heartbeat)
+
+
+def _resized_stage(candidate: Candidate) -> int | None:
+    return len(candidate.config.stages) - 1 if candidate.config.stages else None
+
+
+def _measure(state: FitState, candidates: list[Candidate], facts: dict[str, Any]
+             ) -> dict[str, Cost]:
+    """Each candidate's cost model: from the probe, or from its latest trial once run."""
+    costs = {}
+    loaded: dict[str, float] = {}
+    for c in candidates:
+        saved = state.data["candidates"].get(c.name)
+        if saved is None:
+            key = c.config.data.model_dump_json()
+            if key not in loaded:  # decode once into the cache; the runs then load from it
+                loaded[key] = load_data(c.config.data).seconds
+                loaded[key] = load_data(c.config.data).seconds
+            cost, speed = probe(c, len(facts["classes"]), facts["channels"], loaded[key],
+                                facts["val_images"])
+            saved = {"family": c.family, "about": c.about, "input_size": c.input_size,
+                     "prior": c.prior, **speed, "probe_cost": cost.as_dict()}
+            state.data["candidates"][c.name] = saved
+            state.note(f"measured {c.name}: {speed['train_images_per_second']:.0f} training "
+                       f"images/s, {speed['eval_images_per_second']:.0f} inference images/s "
+                       f"at {c.input_size} px")
+        costs[c.name] = Cost(**saved.get("cost", saved["probe_cost"]))
+    return costs
+
+
+def _run_trial(state: FitState, out: Path, candidate: Candidate, round_: int,
+               seconds: float, costs: dict[str, Cost], facts: dict[str, Any], metric: str,
+               seed: int) -> dict[str, Any] | None:
+    """One trial (or the record of one already run): the candidate resized to `seconds`.
+    Round 0 is the winner's calibration run when no search measured it."""
+    name = f"round{round_}-{candidate.name}" if round_ else f"calibration-{candidate.name}"
+    trial = next((t for t in state.data["trials"] if t["name"] == name), None)
+    if trial is None:
+        sizing = size_run(costs[candidate.name], seconds, facts["train_images"],
+                          _min_images(facts), head_only=candidate.head_only_possible)
+        if sizing is None:
+            return None
+        trial = {"name": name, "candidate": candidate.name, "round": round_,
+                 "allotted_seconds": seconds, "epochs": sizing.epochs,
+                 "images": sizing.images(facts["train_images"]),
+                 "predicted_seconds": sizing.seconds, "run_dir": f"trials/{name}"}
+        state.data["trials"].append(trial)
+        state.save()
+    if "score" in trial:
+        return trial
+    cfg = resized(candidate, trial["epochs"], None if trial["images"] == facts["train_images"]
+                  else trial["images"], seed, name, test=False)
+    run, summary = _train(cfg, out / trial["run_dir"], state)
+    trial.update(score=_score(run, metric), wall_seconds=summary["wall_seconds"],
+                 stop_reason=summary["stop_reason"])
+    c = state.data["candidates"][candidate.name]
+    cost = calibrated(costs[candidate.name], summary, run.metrics(), trial["images"],
+                      facts["val_images"], _resized_stage(candidate))
+    c["cost"] = cost.as_dict()
+    costs[candidate.name] = cost
+    state.note(f"trial {name}: {trial['epochs']} epoch(s) on {trial['images']:,} images in "
+               f"{trial['wall_seconds']:.1f} s (planned {trial['predicted_seconds']:.1f} s): "
+               f"{metric} {trial['score'] if trial['score'] is None else round(trial['score'], 4)}")
+    return trial
+
+
+def _min_images(facts: dict[str, Any]) -> int:
+    """The fewest training images a run is worth: 20 per class, 256 at least, or all."""
+    return min(facts["train_images"], max(20 * len(facts["classes"]), 256))
+
+
+def _search(state: FitState, out: Path, candidates: list[Candidate], costs: dict[str, Cost],
+            facts: dict[str, Any], metric: str, seed: int) -> tuple[Candidate, str]:
+    """Successive halving over `candidates` (two rounds; one with two candidates); the
+    winner and why it won."""
+    budget = state.clock.budget
+    search_end = state.data.setdefault("search_ends_at", state.clock.spent()
+                                       + SEARCH_SHARE * budget)
+    alive = list(candidates)
+    rounds = 1 if len(alive) == 2 else 2
+    for r in range(rounds):
+        left = max(0.0, search_end - state.clock.spent())
+        share = left / (rounds - r) / len(alive)
+        results = []
+        for c in alive:
+            trial = _run_trial(state, out, c, r + 1, share, costs, facts, metric, seed)
+            if trial is None:
+                state.note(f"round {r + 1}: {c.name} cannot be tried in {share:.0f} s "
+                           f"(its smallest useful trial is longer); out")
+            elif trial["score"] is not None:
+                results.append((trial["score"], -c.prior, c))
+        if not results:
+            break
+        results.sort(key=lambda t: (t[0], t[1]), reverse=True)
+        keep = 1 if r == rounds - 1 else max(1, math.ceil(len(results) / 2))
+        alive = [c for _, _, c in results[:keep]]
+        state.note(f"round {r + 1} of {rounds}: ranked "
+                   + ", ".join(f"{c.name} {s:.4f}" for s, _, c in results)
+                   + f"; on: {', '.join(c.name for c in alive)}")
+    winner = alive[0]
+    scores = [t for t in state.data["trials"] if t["candidate"] == winner.name and "score" in t]
+    if not scores:
+        return _prior_choice(candidates, "no trial finished within the search share")
+    last = scores[-1]
+    return winner, (f"best validation {metric} in round {last['round']} of the successive "
+                    f"halving ({last['score']:.4f})")
+
+
+def _prior_choice(candidates: list[Candidate], reason: str) -> tuple[Candidate, str]:
+    best = min(candidates, key=lambda c: c.prior)
+    return best, (f"{reason}: the first choice for such data ({best.about})")
+
+
+def _feasible(candidates: list[Candidate], costs: dict[str, Cost], facts: dict[str, Any],
+              seconds: float, state: FitState) -> list[Candidate]:
+    """The candidates whose smallest useful final run fits in `seconds`; BudgetTooSmall
+    (with the smallest useful budget) when none does."""
+    test = facts["test_images"]
+    smallest = {c.name: smallest_run(costs[c.name], facts["train_images"], _min_images(facts),
+                                     test, views(c.config.train.tta), c.head_only_possible)
+                for c in candidates}
+    fits = [c for c in candidates if smallest[c.name] <= seconds]
+    if not fits:
+        need = state.clock.spent() + min(smallest.values()) * (1 + RESERVE) + 2
+        cheapest = min(smallest, key=smallest.get)
+        raise BudgetTooSmall(
+            f"budget {format_duration(state.clock.budget)} is too small for any candidate on "
+            f"this data on this machine: the smallest useful budget is about "
+            f"{format_duration(ceil_seconds(need))} ({cheapest}: one epoch over "
+            f"{_min_images(facts):,} images plus the test, after "
+            f"{state.clock.spent():.0f} s of measuring)")
+    for c in candidates:
+        if c not in fits:
+            state.note(f"{c.name} left out: its smallest useful run takes "
+                       f"{smallest[c.name]:.0f} s, more than the {seconds:.0f} s there are")
+    return fits
+
+
+def _choose(state: FitState, out: Path, candidates: list[Candidate], costs: dict[str, Cost],
+            facts: dict[str, Any], metric: str, seed: int) -> Candidate:
+    if "winner" in state.data:
+        return next(c for c in candidates if c.name == state.data["winner"])
+    if len(candidates) == 1:
+        winner, why = candidates[0], "the only candidate"
+    elif facts["val_images"] < MIN_VAL_IMAGES:
+        winner, why = _prior_choice(candidates, f"only {facts['val_images']} validation "
+                                    f"images (fewer than {MIN_VAL_IMAGES} cannot rank)")
+    else:
+        winner, why = _search(state, out, candidates, costs, facts, metric, seed)
+    state.data.update(winner=winner.name, why=why)
+    state.note(f"winner: {winner.name}, {why}")
+    return winner
+
+
+def _calibrate(state: FitState, out: Path, winner: Candidate, costs: dict[str, Cost],
+               facts: dict[str, Any], metric: str, seed: int) -> None:
+    """A short run of a winner whose resized stage no trial has measured (no search ran, or
+    its trials were head-only), so the final run is sized from this machine's real seconds
+    per image rather than the probe's."""
+    if costs[winner.name].measured:
+        return
+    smallest = smallest_run(costs[winner.name], facts["train_images"], _min_images(facts), 0,
+                            1, head_only=False)  # at least one epoch of the resized stage
+    seconds = max(CALIBRATION_SHARE * state.clock.budget, smallest)
+    _run_trial(state, out, winner, 0, seconds, costs, facts, metric, seed)
+
+
+def _final(state: FitState, out: Path, winner: Candidate, cost: Cost,
+           facts: dict[str, Any], seed: int) -> tuple[Run, dict[str, Any]]:
+    final = state.data.get("final")
+    if final is None:
+        budget = state.clock.budget
+        seconds = state.clock.left() - max(1.0, RESERVE * budget)
+        tta_views = views(winner.config.train.tta)
+        sizing = size_run(cost, seconds, facts["train_images"], _min_images(facts),
+                          facts["test_images"], tta_views, winner.head_only_possible)
+        if sizing is None:  # the search overran: the smallest run, said so
+            sizing = Sizing(0 if winner.head_only_possible else 1, _min_images(facts), 0.0)
+        final = {"candidate": winner.name, "epochs": sizing.epochs,
+                 "images": sizing.images(facts["train_images"]),
+                 "planned_seconds": seconds, "predicted_seconds": sizing.seconds,
+                 "run_dir": "final", "cost": cost.as_dict()}
+        state.data["final"] = final
+        cfg = resized(winner, sizing.epochs, sizing.subset, seed, f"fit-{winner.name}")
+        atomic_write_text(out / WINNER, f"# imgcls fit's winner ({winner.about}), sized to "
+                          f"{seconds:.0f} s on this machine; rerun: imgcls train {WINNER}\n"
+                          + cfg.to_yaml())
+        state.note(f"final: {winner.name}, {sizing.epochs} epoch(s) of its last stage on "
+                   f"{final['images']:,} images, predicted {sizing.seconds:.0f} s of the "
+                   f"{seconds:.0f} s left")
+    cfg = load_config(out / WINNER)
+    cost = Cost(**final["cost"])
+    test = cost.seconds(0, 0, facts["test_images"], views(cfg.train.tta)) - cost.startup
+    deadline = state.clock.budget * (1 + DEADLINE_SLACK) - test
+    run, summary = _train(cfg, out / final["run_dir"], state, deadline)
+    final.update(wall_seconds=summary["wall_seconds"],
+                 test_accuracy=summary["test_accuracy"])
+    return run, summary
+
+
+def fit(data: str | Path, budget: str | float, metric: str = "accuracy",
+        out: str | Path | None = None, seed: int = 0, overrides: list[str] = (),
+        only: list[str] | None = None) -> FitResult:
+    """Train the best classifier this machine can in `budget` (seconds, or a duration such
+    as "10m") on `data`; `only` restricts the candidates by name. Rerun with the same
+    arguments to continue an interrupted fit."""
+    if metric not in METRICS:
+        raise ConfigError(f"metric {metric!r}: valid: {', '.join(METRICS)}")
+    seconds = budget if isinstance(budget, int | float) else parse_duration(budget)
+    overrides = list(overrides)
+    base, lines = base_config(data, overrides)
+    out = Path(out) if out else Path("runs") / f"fit-{base.name}-{format_duration(seconds)}"
+    settings = {"data": str(data), "budget_seconds": seconds, "metric": metric, "seed": seed,
+                "overrides": overrides, "only": list(only) if only else None}
+    out.mkdir(parents=True, exist_ok=True)
+    state = FitState(out, settings, seconds)
+    if "data" not in state.data:
+        for line in lines:
+            state.note(line)
+        splits = load_data(base.data)
+        state.data.update(data=data_facts(splits), machine=machine_facts(base))
+        state.note(f"machine: {state.data['machine']['line']}")
+    facts = state.data["data"]
+    candidates = candidates_for(base, facts["stored_size"], facts["train_images"],
+                                len(facts["classes"]), state.data["machine"]["device"])
+    if only:
+        unknown = sorted(set(only) - {c.name for c in candidates})
+        if unknown:
+            raise ConfigError(f"--candidates {', '.join(unknown)}: not among this data's "
+                              f"candidates: {', '.join(c.name for c in candidates)}")
+        candidates = [c for c in candidates if c.name in only]
+    costs = _measure(state, candidates, facts)
+    reserve = max(1.0, RESERVE * seconds)
+    room = state.clock.left() - reserve
+    if "winner" not in state.data and len(candidates) > 1:
+        room *= 1 - SEARCH_SHARE  # what the final run gets if a search runs
+    feasible = _feasible(candidates, costs, facts, room, state)
+    winner = _choose(state, out, feasible, costs, facts, METRICS[metric], seed)
+    _calibrate(state, out, winner, costs, facts, METRICS[metric], seed)
+    run, summary = _final(state, out, winner, costs[winner.name], facts, seed)
+    state.data["done"] = True
+    state.save()
+    from imgcls.report.fit import write_fit_report
+
+    write_fit_report(out, state.data)
+    state.data["spent_seconds"] = state.clock.spent()  # the report's time counts too
+    atomic_write_json(state.path, state.data)
+    return FitResult(out, winner.name, run, summary, state.data)
