@@ -93,29 +93,30 @@ def _transfer(base: Config, lite: str, storage: int, size: int, prior: int) -> C
                      prior)
 
 
-def candidates_for(base: Config, stored_size: int, train_images: int, classes: int,
+def candidates_for(base: Config, native_size: int, train_images: int, classes: int,
                    device: str, lites: list[str] | None = None) -> list[Candidate]:
-    """The candidates for data stored at `stored_size` px (as `base`, the recipe `imgcls
-    train DATA` picks, loads it) on `device` ("cpu" or "cuda"), best prior first."""
+    """The candidates for images of `native_size` px (their median short side), loaded as
+    `base`, the recipe `imgcls train DATA` picks, loads them, on `device` ("cpu" or
+    "cuda"), best prior first."""
     gpu = device == "cuda"
     lites = lite_packages() if lites is None else lites
     lites = lites if gpu else lites[:1]
-    small = stored_size <= SMALL
+    small = native_size <= SMALL
     few = train_images < 30 * classes  # a few images per class: pretrained features first
     found: list[Candidate] = []
     models = ["fastnet94", "fastnet96"] if gpu else ["fastnet94"]
     if small:
-        found += [_scratch(base, stored_size, stored_size, m, 1 if few else i, True)
+        found += [_scratch(base, native_size, native_size, m, 1 if few else i, True)
                   for i, m in enumerate(models)]
-        found += [_transfer(base, lite, stored_size, 64, 0 if few else 2 + i)
+        found += [_transfer(base, lite, native_size, 64, 0 if few else 2 + i)
                   for i, lite in enumerate(lites)]
     else:
-        storage = multiple_of_8(stored_size, largest=128 if gpu else 64)
+        storage = multiple_of_8(native_size, largest=128 if gpu else 64)
         sizes = [s for s in (32, 64, 128) if s <= storage] if gpu else [32, 64][:1 + (
             storage >= 64)]
         found += [_scratch(base, storage, size, m, 1 + i + j, False)
                   for i, size in enumerate(sizes) for j, m in enumerate(models)]
-        transfer_size = multiple_of_8(stored_size, largest=128)
+        transfer_size = multiple_of_8(native_size, largest=128)
         found += [_transfer(base, lite, transfer_size, transfer_size, 0 if i == 0 else 10 + i)
                   for i, lite in enumerate(lites)]
     return sorted(found, key=lambda c: (c.prior, c.name))

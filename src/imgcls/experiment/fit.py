@@ -78,20 +78,24 @@ class FitResult:
 
 
 # -- the data --------------------------------------------------------------------------------
-def base_config(data: str | Path, overrides: list[str]) -> tuple[Config, list[str]]:
+def base_config(data: str | Path, overrides: list[str]) -> tuple[Config, int, list[str]]:
     """The recipe `imgcls train DATA` would pick (a folder, archive or CSV file), or, for a
-    dataset name, the fast CIFAR recipe on it; `overrides` (`key=value`) on top."""
-    from imgcls.recipes import recipe_for_data
+    dataset name, the fast CIFAR recipe on it, with `overrides` (`key=value`) on top; the
+    images' own size (the median short side: the recipe may store them smaller); and the
+    lines that say what was chosen."""
+    from imgcls.recipes import peek_data, recipe_for_data
 
     text = str(data)
     if text in NAMED_SOURCES:
         cfg = load_config(CONFIGS / "cifar10-fast.yaml", [f"data.source={text}", *overrides])
-        return cfg, [f"data: the {text} dataset; base recipe cifar10-fast.yaml"]
+        return cfg, 32, [f"data: the {text} dataset; base recipe cifar10-fast.yaml"]
     if not Path(text).expanduser().exists():
         raise ConfigError(f"{text}: no such folder or file, and not a dataset name; imgcls "
                           "fit takes a folder of class sub-folders, an archive of one, a "
                           f"CSV/TSV file, or one of {', '.join(NAMED_SOURCES)}")
-    return recipe_for_data(text, overrides)
+    cfg, lines = recipe_for_data(text, overrides)
+    native = peek_data(text, cfg.data).short_side or cfg.data.image_size or 32
+    return cfg, native, lines
 
 
 def data_facts(splits: DataSplits) -> dict[str, Any]:
@@ -393,7 +397,7 @@ def fit(data: str | Path, budget: str | float, metric: str = "accuracy",
         raise ConfigError(f"metric {metric!r}: valid: {', '.join(METRICS)}")
     seconds = budget if isinstance(budget, int | float) else parse_duration(budget)
     overrides = list(overrides)
-    base, lines = base_config(data, overrides)
+    base, native, lines = base_config(data, overrides)
     out = Path(out) if out else Path("runs") / f"fit-{base.name}-{format_duration(seconds)}"
     settings = {"data": str(data), "budget_seconds": seconds, "metric": metric, "seed": seed,
                 "overrides": overrides, "only": list(only) if only else None}
@@ -403,10 +407,11 @@ def fit(data: str | Path, budget: str | float, metric: str = "accuracy",
         for line in lines:
             state.note(line)
         splits = load_data(base.data)
-        state.data.update(data=data_facts(splits), machine=machine_facts(base))
+        state.data.update(data={**data_facts(splits), "native_size": native},
+                          machine=machine_facts(base))
         state.note(f"machine: {state.data['machine']['line']}")
     facts = state.data["data"]
-    candidates = candidates_for(base, facts["stored_size"], facts["train_images"],
+    candidates = candidates_for(base, facts["native_size"], facts["train_images"],
                                 len(facts["classes"]), state.data["machine"]["device"])
     if only:
         unknown = sorted(set(only) - {c.name for c in candidates})
