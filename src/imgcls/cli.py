@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -37,6 +38,7 @@ RESUME_HINTS = {  # commands that leave resumable work behind: what Ctrl-C tells
     "fit": "run the same command again to continue; the time spent so far counts",
 }
 
+STARTED = time.perf_counter()  # what `imgcls fit --budget` counts from
 console = Console()
 err_console = Console(stderr=True)
 log = get_logger(__name__)
@@ -165,7 +167,7 @@ def fit_(
     from imgcls.experiment.fit import fit
 
     only = [c.strip() for c in candidates.split(",") if c.strip()] if candidates else None
-    result = fit(data, budget, metric, out, seed, set_, only)
+    result = fit(data, budget, metric, out, seed, set_, only, started=STARTED)
     s = result.summary
     spent = result.state["spent_seconds"]
     budget_s = result.state["settings"]["budget_seconds"]

@@ -38,9 +38,9 @@ def format_duration(seconds: float) -> str:
 class Clock:
     """Seconds spent on a budget: `before` (saved by earlier processes) plus this one's."""
 
-    def __init__(self, budget: float, before: float = 0.0):
+    def __init__(self, budget: float, before: float = 0.0, started: float | None = None):
         self.budget, self.before = budget, before
-        self.started = time.perf_counter()
+        self.started = time.perf_counter() if started is None else started
 
     def spent(self) -> float:
         return self.before + time.perf_counter() - self.started

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from imgcls.config import Config, read_yaml
+from imgcls.config import Config, apply_overrides, read_yaml
 from imgcls.configure import validate
 from imgcls.data.images import multiple_of_8
 
@@ -62,8 +62,13 @@ def _raw(cfg: Config) -> dict[str, Any]:
     return yaml.safe_load(cfg.to_yaml())
 
 
+def _checked(raw: dict[str, Any], overrides: list[str], name: str) -> Config:
+    """The candidate's config with the user's `--set`s on top (they change every one)."""
+    return validate(apply_overrides(raw, overrides), f"imgcls fit candidate {name}")
+
+
 def _scratch(base: Config, storage: int, size: int, model: str, prior: int,
-             small: bool) -> Candidate:
+             small: bool, overrides: list[str]) -> Candidate:
     raw = _raw(base)
     raw["data"]["image_size"] = storage
     raw["model"].update(name=model, pretrained=False, input_size=None if size == storage else size)
@@ -72,11 +77,11 @@ def _scratch(base: Config, storage: int, size: int, model: str, prior: int,
     raw["name"] = name
     about = (f"{model} from scratch at {size} px, Muon, flips and shifts "
              f"({'the fast CIFAR recipe' if small else 'the photo recipe'})")
-    return Candidate(name, "scratch", about, validate(raw, f"imgcls fit candidate {name}"),
-                     prior)
+    return Candidate(name, "scratch", about, _checked(raw, overrides, name), prior)
 
 
-def _transfer(base: Config, lite: str, storage: int, size: int, prior: int) -> Candidate:
+def _transfer(base: Config, lite: str, storage: int, size: int, prior: int,
+              overrides: list[str]) -> Candidate:
     recipe = read_yaml(CONFIGS / "finetune-folder.yaml")
     raw = {key: recipe[key] for key in ("model", "augment", "optim", "schedule", "train",
                                         "stages")}
@@ -89,15 +94,16 @@ def _transfer(base: Config, lite: str, storage: int, size: int, prior: int) -> C
     raw["name"] = name
     about = (f"EfficientNet-{lite.title()} ImageNet weights at {size} px: head on cached "
              "features, then fine-tuned (finetune-folder.yaml)")
-    return Candidate(name, "transfer", about, validate(raw, f"imgcls fit candidate {name}"),
-                     prior)
+    return Candidate(name, "transfer", about, _checked(raw, overrides, name), prior)
 
 
 def candidates_for(base: Config, native_size: int, train_images: int, classes: int,
-                   device: str, lites: list[str] | None = None) -> list[Candidate]:
+                   device: str, lites: list[str] | None = None, overrides: list[str] = ()
+                   ) -> list[Candidate]:
     """The candidates for images of `native_size` px (their median short side), loaded as
     `base`, the recipe `imgcls train DATA` picks, loads them, on `device` ("cpu" or
-    "cuda"), best prior first."""
+    "cuda"), best prior first; `overrides` (`key=value`) apply to each."""
+    overrides = list(overrides)
     gpu = device == "cuda"
     lites = lite_packages() if lites is None else lites
     lites = lites if gpu else lites[:1]
@@ -106,19 +112,19 @@ def candidates_for(base: Config, native_size: int, train_images: int, classes: i
     found: list[Candidate] = []
     models = ["fastnet94", "fastnet96"] if gpu else ["fastnet94"]
     if small:
-        found += [_scratch(base, native_size, native_size, m, 1 if few else i, True)
-                  for i, m in enumerate(models)]
-        found += [_transfer(base, lite, native_size, 64, 0 if few else 2 + i)
+        found += [_scratch(base, native_size, native_size, m, 1 if few else i, True,
+                           overrides) for i, m in enumerate(models)]
+        found += [_transfer(base, lite, native_size, 64, 0 if few else 2 + i, overrides)
                   for i, lite in enumerate(lites)]
     else:
         storage = multiple_of_8(native_size, largest=128 if gpu else 64)
         sizes = [s for s in (32, 64, 128) if s <= storage] if gpu else [32, 64][:1 + (
             storage >= 64)]
-        found += [_scratch(base, storage, size, m, 1 + i + j, False)
+        found += [_scratch(base, storage, size, m, 1 + i + j, False, overrides)
                   for i, size in enumerate(sizes) for j, m in enumerate(models)]
         transfer_size = multiple_of_8(native_size, largest=128)
-        found += [_transfer(base, lite, transfer_size, transfer_size, 0 if i == 0 else 10 + i)
-                  for i, lite in enumerate(lites)]
+        found += [_transfer(base, lite, transfer_size, transfer_size,
+                            0 if i == 0 else 10 + i, overrides) for i, lite in enumerate(lites)]
     return sorted(found, key=lambda c: (c.prior, c.name))
 
 

@@ -146,11 +146,14 @@ def probe(candidate: Candidate, classes: int, channels: int, startup: float,
 
 
 def calibrated(estimate: Cost, summary: dict[str, Any], metrics: list[dict[str, Any]],
-               images: int, val_images: int, resized_stage: int | None) -> Cost:
+               images: int, val_images: int, resized_stage: int | None,
+               wall: float | None = None) -> Cost:
     """The cost model fitted to a finished trial: its startup, the seconds per image of its
-    resized stage's epochs, the rest of each epoch (validation, checkpoints) and its cached
-    stage. Figures the trial could not show (a head-only trial has no resized epochs) keep
-    the estimate's."""
+    resized stage's epochs, the rest of each of those epochs (validation, checkpoints) and
+    its cached stage. `wall`: the trial's seconds as the caller's clock saw them (building
+    the model and loading its weights included, which the run's own wall time leaves out).
+    Figures the trial could not show (a head-only trial has no resized epochs) keep the
+    estimate's."""
     resized = [m for m in metrics
                if resized_stage is None or m.get("stage") == resized_stage + 1]
     per_image = estimate.per_image
@@ -162,16 +165,17 @@ def calibrated(estimate: Cost, summary: dict[str, Any], metrics: list[dict[str, 
     staged = sum(s["train_seconds"] for s in stages)
     cache = max(0.0, staged - summary["train_seconds"]) if stages else 0.0
     head = sum(m["seconds"] for m in metrics if m not in resized)
-    rest = (summary["wall_seconds"] - summary["startup_seconds"] - summary["train_seconds"]
-            - cache - summary.get("test_seconds", 0.0))
+    startup = summary["startup_seconds"] + max(0.0, (wall or 0.0) - summary["wall_seconds"])
+    rest = ((wall or summary["wall_seconds"]) - startup - summary["train_seconds"] - cache
+            - summary.get("test_seconds", 0.0))
     per_epoch = estimate.per_epoch
-    if resized:
-        per_epoch = max(0.0, rest) / max(len(metrics), 1)
+    if resized:  # validation after the cached stage's epochs (on features) is negligible
+        per_epoch = max(0.0, rest) / len(resized)
     prefix, prefix_per_image = estimate.prefix, estimate.prefix_per_image
     if cache:
         prefix_per_image = cache / (images + val_images)
         prefix = prefix_per_image * val_images + head
-    return Cost(startup=summary["startup_seconds"], per_image=per_image, per_epoch=per_epoch,
+    return Cost(startup=startup, per_image=per_image, per_epoch=per_epoch,
                 eval_per_image=estimate.eval_per_image, prefix=prefix,
                 prefix_per_image=prefix_per_image, measured=bool(resized))
 

@@ -121,7 +121,8 @@ class FitState:
     """fit.json: the settings, the measurements, every trial and the final run, and the
     seconds spent, rewritten atomically after each step (and each epoch of a run)."""
 
-    def __init__(self, out: Path, settings: dict[str, Any], budget: float):
+    def __init__(self, out: Path, settings: dict[str, Any], budget: float,
+                 started: float | None = None):
         self.path = out / STATE
         saved = json.loads(self.path.read_text()) if self.path.is_file() else None
         if saved is not None and saved["settings"] != settings:
@@ -131,7 +132,7 @@ class FitState:
                               "; rerun it with those, or pick another --out")
         self.data: dict[str, Any] = saved or {"settings": settings, "spent_seconds": 0.0,
                                               "candidates": {}, "trials": [], "log": []}
-        self.clock = Clock(budget, self.data["spent_seconds"])
+        self.clock = Clock(budget, self.data["spent_seconds"], started)
 
     def save(self) -> None:
         self.data["spent_seconds"] = self.clock.spent()
@@ -224,9 +225,11 @@ def _run_trial(state: FitState, out: Path, candidate: Candidate, round_: int,
     Round 0 is the winner's calibration run when no search measured it."""
     name = f"round{round_}-{candidate.name}" if round_ else f"calibration-{candidate.name}"
     trial = next((t for t in state.data["trials"] if t["name"] == name), None)
-    if trial is None:
-        sizing = size_run(costs[candidate.name], seconds, facts["train_images"],
-                          _min_images(facts), head_only=candidate.head_only_possible)
+    if trial is None:  # with an epoch of its resized stage if one fits: that measures it
+        sizing = (size_run(costs[candidate.name], seconds, facts["train_images"],
+                           _min_images(facts))
+                  or size_run(costs[candidate.name], seconds, facts["train_images"],
+                              _min_images(facts), head_only=candidate.head_only_possible))
         if sizing is None:
             return None
         trial = {"name": name, "candidate": candidate.name, "round": round_,
@@ -239,12 +242,15 @@ def _run_trial(state: FitState, out: Path, candidate: Candidate, round_: int,
         return trial
     cfg = resized(candidate, trial["epochs"], None if trial["images"] == facts["train_images"]
                   else trial["images"], seed, name, test=False)
+    fresh = not Run(out / trial["run_dir"]).is_run()  # else resumed: part ran before
+    start = time.perf_counter()
     run, summary = _train(cfg, out / trial["run_dir"], state)
-    trial.update(score=_score(run, metric), wall_seconds=summary["wall_seconds"],
+    wall = time.perf_counter() - start if fresh else summary["wall_seconds"]
+    trial.update(score=_score(run, metric), wall_seconds=wall,
                  stop_reason=summary["stop_reason"])
     c = state.data["candidates"][candidate.name]
     cost = calibrated(costs[candidate.name], summary, run.metrics(), trial["images"],
-                      facts["val_images"], _resized_stage(candidate))
+                      facts["val_images"], _resized_stage(candidate), wall)
     c["cost"] = cost.as_dict()
     costs[candidate.name] = cost
     state.note(f"trial {name}: {trial['epochs']} epoch(s) on {trial['images']:,} images in "
@@ -286,6 +292,8 @@ def _search(state: FitState, out: Path, candidates: list[Candidate], costs: dict
         state.note(f"round {r + 1} of {rounds}: ranked "
                    + ", ".join(f"{c.name} {s:.4f}" for s, _, c in results)
                    + f"; on: {', '.join(c.name for c in alive)}")
+        if len(alive) == 1:  # decided: the rest of the search time goes to the final run
+            break
     winner = alive[0]
     scores = [t for t in state.data["trials"] if t["candidate"] == winner.name and "score" in t]
     if not scores:
@@ -389,10 +397,13 @@ def _final(state: FitState, out: Path, winner: Candidate, cost: Cost,
 
 def fit(data: str | Path, budget: str | float, metric: str = "accuracy",
         out: str | Path | None = None, seed: int = 0, overrides: list[str] = (),
-        only: list[str] | None = None) -> FitResult:
+        only: list[str] | None = None, started: float | None = None) -> FitResult:
     """Train the best classifier this machine can in `budget` (seconds, or a duration such
-    as "10m") on `data`; `only` restricts the candidates by name. Rerun with the same
-    arguments to continue an interrupted fit."""
+    as "10m") on `data`; `only` restricts the candidates by name. The budget counts from
+    `started` (a `time.perf_counter()` reading; the CLI passes its own start), else from
+    now. Rerun with the same arguments to continue an interrupted fit; a finished one
+    returns its result."""
+    started = time.perf_counter() if started is None else started
     if metric not in METRICS:
         raise ConfigError(f"metric {metric!r}: valid: {', '.join(METRICS)}")
     seconds = budget if isinstance(budget, int | float) else parse_duration(budget)
@@ -402,7 +413,11 @@ def fit(data: str | Path, budget: str | float, metric: str = "accuracy",
     settings = {"data": str(data), "budget_seconds": seconds, "metric": metric, "seed": seed,
                 "overrides": overrides, "only": list(only) if only else None}
     out.mkdir(parents=True, exist_ok=True)
-    state = FitState(out, settings, seconds)
+    state = FitState(out, settings, seconds, started)
+    if state.data.get("done"):
+        winner = state.data["winner"]
+        run = Run(out / state.data["final"]["run_dir"])
+        return FitResult(out, winner, run, run.summary(), state.data)
     if "data" not in state.data:
         for line in lines:
             state.note(line)
@@ -412,7 +427,8 @@ def fit(data: str | Path, budget: str | float, metric: str = "accuracy",
         state.note(f"machine: {state.data['machine']['line']}")
     facts = state.data["data"]
     candidates = candidates_for(base, facts["native_size"], facts["train_images"],
-                                len(facts["classes"]), state.data["machine"]["device"])
+                                len(facts["classes"]), state.data["machine"]["device"],
+                                overrides=overrides)
     if only:
         unknown = sorted(set(only) - {c.name for c in candidates})
         if unknown:
@@ -420,19 +436,18 @@ def fit(data: str | Path, budget: str | float, metric: str = "accuracy",
                               f"candidates: {', '.join(c.name for c in candidates)}")
         candidates = [c for c in candidates if c.name in only]
     costs = _measure(state, candidates, facts)
-    reserve = max(1.0, RESERVE * seconds)
-    room = state.clock.left() - reserve
-    if "winner" not in state.data and len(candidates) > 1:
-        room *= 1 - SEARCH_SHARE  # what the final run gets if a search runs
-    feasible = _feasible(candidates, costs, facts, room, state)
-    winner = _choose(state, out, feasible, costs, facts, METRICS[metric], seed)
+    if "winner" not in state.data:
+        room = state.clock.left() - max(1.0, RESERVE * seconds)
+        if len(candidates) > 1:
+            room *= 1 - SEARCH_SHARE  # what the final run gets if a search runs
+        candidates = _feasible(candidates, costs, facts, room, state)
+    winner = _choose(state, out, candidates, costs, facts, METRICS[metric], seed)
     _calibrate(state, out, winner, costs, facts, METRICS[metric], seed)
     run, summary = _final(state, out, winner, costs[winner.name], facts, seed)
-    state.data["done"] = True
-    state.save()
     from imgcls.report.fit import write_fit_report
 
+    state.save()
     write_fit_report(out, state.data)
-    state.data["spent_seconds"] = state.clock.spent()  # the report's time counts too
-    atomic_write_json(state.path, state.data)
+    state.data["done"] = True  # after the report: a fit killed while writing it redoes it
+    state.save()  # the report's seconds count too
     return FitResult(out, winner.name, run, summary, state.data)

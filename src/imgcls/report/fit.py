@@ -11,6 +11,10 @@ from imgcls.report.plots import fit_trials, save_figure
 from imgcls.tracking.io import atomic_write_text
 
 
+def _round(trial: dict[str, Any]) -> str:
+    return f"r{trial['round']}" if trial["round"] else "calibration"
+
+
 def candidate_rows(state: dict[str, Any]) -> list[dict[str, str]]:
     """One row per candidate: its measured speed and each of its trials."""
     final = state.get("final") or {}
@@ -28,7 +32,7 @@ def candidate_rows(state: dict[str, Any]) -> list[dict[str, str]]:
             "candidate": name, "family": c["family"], "input px": str(c["input_size"]),
             "train img/s": f"{c['train_images_per_second']:.0f}",
             "trials (epochs x images: s, score)": "; ".join(
-                f"r{t['round']} {t['epochs']}x{t['images']:,}: {t['wall_seconds']:.0f} s, "
+                f"{_round(t)} {t['epochs']}x{t['images']:,}: {t['wall_seconds']:.0f} s, "
                 f"{t['score']:.4f}" for t in done) or "-",
             "result": verdict + (f" (final: test {final['test_accuracy']:.4f})"
                                  if name == state.get("winner") and "test_accuracy" in final

@@ -373,7 +373,8 @@ def fit_trials(trials: list[dict[str, Any]], spent: dict[str, float], budget: fl
             ax.plot([t["wall_seconds"] for t in own], [100 * t["score"] for t in own], "-o",
                     color=plt.cm.tab10.colors[i % 10], label=name)
             for t in own:
-                ax.annotate(f"r{t['round']}", (t["wall_seconds"], 100 * t["score"]),
+                ax.annotate(f"r{t['round']}" if t["round"] else "cal",
+                            (t["wall_seconds"], 100 * t["score"]),
                             textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set(title=title, xlabel="trial wall time (s)", ylabel=f"best validation {metric_label} (%)")
     if names:
