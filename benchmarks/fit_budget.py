@@ -66,12 +66,13 @@ def main() -> None:
                     continue
                 result = fit(args.data, seconds, out=args.out / key.replace("/", "-"),
                              seed=seed, only=only)
-                spent = result.state["spent_seconds"]
+                spent, final = result.state["spent_seconds"], result.state["final"]
                 runs[key] = {"test_accuracy": result.summary["test_accuracy"],
                              "winner": result.winner, "spent_seconds": spent,
                              "budget_seconds": seconds, "budget_ratio": spent / seconds,
-                             "final_epochs": result.state["final"]["epochs"],
-                             "final_images": result.state["final"]["images"]}
+                             "final_steps": final["steps"],
+                             "final_epochs": final["passes"] / final["images"],
+                             "final_images": final["images"]}
                 atomic_write_json(args.results, results)
                 print(f"{key}: test {runs[key]['test_accuracy']:.4f} ({result.winner}), "
                       f"{spent:.0f} s of {seconds:.0f} s ({spent / seconds:.1%})", flush=True)

@@ -20,7 +20,7 @@ from imgcls.config import ConfigError
 from imgcls.configure import load_config
 from imgcls.experiment.budget import format_duration, parse_duration
 from imgcls.experiment.candidates import candidates_for, lite_packages, resized
-from imgcls.experiment.cost import MAX_EPOCHS, Cost, size_run
+from imgcls.experiment.cost import MAX_EPOCHS, Cost, size_run, steps_for
 from imgcls.experiment.fit import STATE, WINNER, BudgetTooSmall, base_config, fit
 from imgcls.tracking.run import Run
 
@@ -46,22 +46,32 @@ def test_format_duration():
         "2m", "1m35s", "1h", "1h30m", "0s"]
 
 
-def test_whole_epochs_fill_the_time():
+def test_passes_fill_the_time():
     # 1,000 images: an epoch is 0.5 + 10 s after 2 s of startup; 192 s: 18 whole epochs
+    # and a 19th cut short where the time ends
     sizing = size_run(COST, 192.0, 1000, 256)
-    assert (sizing.epochs, sizing.subset) == (18, None)
-    assert 0.97 * 192 <= sizing.seconds <= 192
-    # 200 s: 18 whole epochs would leave 4.5% unused; 19 over 992 images fill it
-    sizing = size_run(COST, 200.0, 1000, 256)
-    assert (sizing.epochs, sizing.subset) == (19, 992)
-    assert 0.995 * 200 <= sizing.seconds <= 200
+    assert (sizing.epochs, sizing.subset) == (19, None)
+    assert 18_000 < sizing.passes < 18_100
+    assert sizing.seconds == pytest.approx(192.0, abs=0.01)
+    assert steps_for(sizing, 1000, 100) == round(sizing.passes / 100)
+    assert steps_for(sizing, 1000, 4000) == round(sizing.passes / 1000)  # one batch an epoch
+    assert steps_for(sizing, 1000, 600) == round(sizing.passes / 1000)  # whole batches only
 
 
-def test_part_of_an_epoch_becomes_a_subset():
-    sizing = size_run(COST, 10.0, 1000, 256)  # 8 s usable: one epoch over ~750 images
-    assert sizing.epochs == 1 and 700 < sizing.subset < 1000
+def test_part_of_an_epoch():
+    sizing = size_run(COST, 10.0, 1000, 256)  # 8 s usable: one epoch cut at ~750 images
+    assert sizing.epochs == 1 and sizing.subset is None and 700 < sizing.passes < 1000
     assert sizing.seconds == pytest.approx(10.0, abs=0.05)
     assert size_run(COST, 3.0, 1000, 256) is None  # not even 256 images fit
+
+
+def test_a_subset_when_caching_all_features_does_not_fit():
+    cached = Cost(startup=1.0, per_image=0.01, per_epoch=0.2, eval_per_image=0.001,
+                  prefix=0.5, prefix_per_image=0.01)
+    # caching 1,000 images' features takes 10 s of the 5.3 usable: one epoch over a subset
+    sizing = size_run(cached, 7.0, 1000, 256)
+    assert sizing.epochs == 1 and 256 <= sizing.subset < 300
+    assert sizing.passes == sizing.subset
 
 
 def test_head_only_when_no_fine_tune_epoch_fits():
@@ -103,6 +113,8 @@ def test_resized_sets_the_last_stage_and_the_subset(photos):
     assert [s.epochs for s in cfg.stages] == [transfer.config.stages[0].epochs, 3]
     assert cfg.train.epochs == sum(s.epochs for s in cfg.stages)
     assert (cfg.data.train_subset, cfg.seed, cfg.train.test) == (500, 7, False)
+    paced = resized(transfer, 3, None, 0, "x", steps=40)  # with room to stretch into
+    assert (paced.stages[-1].epochs, paced.train.steps) == (5, 40)
     head = resized(transfer, 0, None, 0, "x")
     assert len(head.stages) == 1 and head.stages[0].train == "head"
 
@@ -223,3 +235,36 @@ def test_deadline_stops_a_run(image_folder, tmp_path):
 def test_cli_refuses_a_bad_budget(patterns):
     result = CliRunner().invoke(app, ["fit", str(patterns), "--budget", "ten minutes"])
     assert result.exit_code == 2 and "budget" in result.output
+
+
+def test_train_steps_end_the_last_epoch_early(patterns, tmp_path):
+    from conftest import tiny_config
+    from imgcls.train import train
+
+    data = {"path": str(patterns), "image_size": 24}
+    cfg = tiny_config(data=data, train={"epochs": 3, "steps": 8})
+    run, summary = train(cfg, tmp_path / "run")
+    per_epoch = summary["images"]["train"] // 16
+    assert per_epoch < 8 < 2 * per_epoch  # the second epoch is cut short
+    assert summary["last_stage_steps"] == 8 and summary["epochs"] == 2
+    assert run.metrics()[-1]["images_per_second"] > 0
+    with pytest.raises(ConfigError, match=r"train.steps = 500 needs \d+ epochs"):
+        train(tiny_config(data=data, train={"epochs": 3, "steps": 500}), tmp_path / "run2")
+
+
+@pytest.mark.parametrize(("seconds", "grows"), [(0.0, False), (600.0, True)])
+def test_pace_moves_the_horizon_to_the_time_left(patterns, tmp_path, seconds, grows):
+    """No time left: the run stops at its first re-plan; plenty: the horizon stretches to
+    the epochs' room."""
+    from conftest import tiny_config
+    from imgcls.experiment.fit import BudgetHeartbeat, FitState, Pace
+    from imgcls.train import train
+
+    state = FitState(tmp_path, {"what": "test"}, budget=1000.0)
+    cfg = tiny_config(data={"path": str(patterns), "image_size": 24},
+                      train={"epochs": 4, "steps": 4})
+    pace = Pace(until=state.clock.spent() + seconds, after=0.0, per_epoch=0.0)
+    _, summary = train(cfg, tmp_path / "run", callbacks=[BudgetHeartbeat(state, pace=pace)])
+    per_epoch = summary["images"]["train"] // 16
+    first_replan = BudgetHeartbeat.WARM_STEPS + 1
+    assert summary["last_stage_steps"] == (4 * per_epoch if grows else first_replan)

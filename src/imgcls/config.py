@@ -386,6 +386,11 @@ class EMAConfig(Strict):
 class TrainConfig(Strict):
     epochs: int = Field(
         10, ge=1, description="Epochs to train; with `stages`, their sum (leave it out).")
+    steps: int | None = Field(
+        None, ge=1, description="Optimizer steps of the last stage (of the whole run, "
+        "without `stages`): its lr schedule spans exactly these and it stops after them, "
+        "mid-epoch if need be; its epochs are then the most it may take. What `imgcls fit` "
+        "saves in winner.yaml: the steps its time-paced final run took. None: whole epochs.")
     batch_size: int = Field(
         128, ge=1, description="Images per optimizer step; the global batch with `torchrun` "
         "(a multiple of the number of processes).")

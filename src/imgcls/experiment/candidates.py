@@ -11,12 +11,14 @@ Two families, both measured recipes of this repository:
   short budget it loses its fine-tune stage and is a head-only run. A CPU tries Lite0; a GPU
   also the larger Lite1 and Lite2.
 
-A candidate is resized by its last stage's epochs (the whole run's without stages) and, when
-a whole epoch does not fit, a stratified training subset (`data.train_subset`)."""
+A candidate is resized by its last stage's epochs and optimizer steps (the whole run's
+without stages) and, when caching features over all the images does not fit, a stratified
+training subset (`data.train_subset`)."""
 
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,19 +131,24 @@ def candidates_for(base: Config, native_size: int, train_images: int, classes: i
 
 
 def resized(candidate: Candidate, epochs: int, subset: int | None, seed: int,
-            name: str, test: bool = True) -> Config:
+            name: str, test: bool = True, steps: int | None = None) -> Config:
     """The candidate's config with `epochs` in its last stage (0: drop it, a head-only run;
-    the whole run's epochs without stages), trained on `subset` images (None: all)."""
+    the whole run's epochs without stages), trained on `subset` images (None: all); with
+    `steps`, the last stage runs that many optimizer steps (`train.steps`) and gets epochs
+    beyond `epochs` (half as many more, one at least) as room for a time-paced run to
+    stretch into."""
     raw = _raw(candidate.config)
+    room = epochs + max(1, math.ceil(epochs / 2)) if steps else epochs
     if raw["stages"]:
         stages = raw["stages"] if epochs else raw["stages"][:-1]
         if epochs:
-            stages[-1]["epochs"] = epochs
+            stages[-1]["epochs"] = room
         raw["stages"] = stages
         raw["train"]["epochs"] = sum(s["epochs"] for s in stages)
     else:
-        raw["train"]["epochs"] = epochs
+        raw["train"]["epochs"] = room
     raw["data"]["train_subset"] = subset
     raw["seed"], raw["name"] = seed, name
     raw["train"]["test"] = test
+    raw["train"]["steps"] = steps if epochs else None
     return validate(raw, f"imgcls fit: {candidate.name} resized")

@@ -1,9 +1,10 @@
-"""How long a candidate's run takes, and the epochs and training subset that fill a given
-time: `imgcls fit`'s arithmetic.
+"""How long a candidate's run takes, and the training that fills a given time:
+`imgcls fit`'s arithmetic.
 
 A run's wall time is modelled as
-    startup + test + prefix + prefix_per_image * images + epochs * (per_epoch + per_image * images)
-where `images` is the training set (or subset), `prefix` the stages before the resized one
+    startup + test + prefix + prefix_per_image * images + epochs * per_epoch + passes * per_image
+where `images` is the training set (or subset), `passes` the images trained on over the
+resized stage's `epochs` (the last may end early), `prefix` the stages before the resized one
 (a head on cached features: the backbone's forward pass over the images once), `per_epoch`
 the validation and checkpoints after each epoch. Before any trial the figures come from a
 probe (a few training and inference steps on random images at the candidate's input size);
@@ -40,10 +41,13 @@ class Cost:
     prefix_per_image: float = 0.0
     measured: bool = False  # per_image from a trial's resized epochs (not only the probe)
 
-    def seconds(self, epochs: int, images: int, test_images: int = 0, views: int = 1) -> float:
-        """Predicted wall time of a run with `epochs` resized epochs on `images` images."""
+    def seconds(self, epochs: int, images: int, test_images: int = 0, views: int = 1,
+                passes: float | None = None) -> float:
+        """Predicted wall time of a run of `epochs` resized epochs (validated after each) on
+        `images` images, training on `passes` images in all (default: whole epochs)."""
+        passes = epochs * images if passes is None else passes
         return (self.startup + self.prefix + self.prefix_per_image * images
-                + epochs * (self.per_epoch + self.per_image * images)
+                + epochs * self.per_epoch + passes * self.per_image
                 + test_images * views * self.eval_per_image)
 
     def as_dict(self) -> dict[str, Any]:
@@ -52,8 +56,9 @@ class Cost:
 
 @dataclass
 class Sizing:
-    epochs: int
+    epochs: int  # resized epochs begun (the last may end early)
     subset: int | None  # training images when fewer than all
+    passes: float  # images trained on in all, over the epochs
     seconds: float  # predicted
 
     def images(self, train_images: int) -> int:
@@ -62,34 +67,46 @@ class Sizing:
 
 def size_run(cost: Cost, seconds: float, train_images: int, min_images: int,
              test_images: int = 0, views: int = 1, head_only: bool = False) -> Sizing | None:
-    """The epochs and training subset that fill `seconds`: as many whole epochs over all the
-    images as fit, if that wastes at most 3% of the time; else one epoch more over a
-    stratified subset that fills it exactly. `head_only`: the resized stage may be dropped
-    (0 epochs) when not even one epoch of it fits. None when not even `min_images` fit."""
+    """What fills `seconds`: training on all the images for as many passes as fit (the last
+    epoch cut short where the time ends); where caching a head stage's features over all of
+    them leaves too little, one epoch over a stratified subset; `head_only`: the resized
+    stage dropped (0 epochs) when not even that fits. None when not even `min_images` fit."""
     fixed = cost.startup + cost.prefix + test_images * views * cost.eval_per_image
     usable = seconds - fixed
     if usable <= 0:
         return None
     n = train_images
-    full_epoch = cost.per_epoch + cost.per_image * n
-    whole = int((usable - cost.prefix_per_image * n) // full_epoch)
-    if whole >= MAX_EPOCHS or (whole >= 1 and whole * full_epoch + cost.prefix_per_image * n
-                               >= 0.97 * usable):
-        epochs = min(whole, MAX_EPOCHS)
-        return Sizing(epochs, None, cost.seconds(epochs, n, test_images, views))
-    epochs = max(whole + 1, 1)
-    subset = int((usable - epochs * cost.per_epoch)
-                 / (cost.prefix_per_image + epochs * cost.per_image))
-    if subset >= min(min_images, n):
-        subset = min(subset, n)
-        return Sizing(epochs, None if subset == n else subset,
-                      cost.seconds(epochs, subset, test_images, views))
+    floor = min(min_images, n)
+    for epochs in range(1, MAX_EPOCHS + 1):
+        passes = (usable - cost.prefix_per_image * n - epochs * cost.per_epoch) / cost.per_image
+        if passes <= epochs * n:
+            break
+    if epochs > 1 and passes < (epochs - 1) * n:  # one more epoch costs more than it trains
+        epochs -= 1
+    passes = min(passes, epochs * n)
+    if passes >= floor:
+        return Sizing(epochs, None, passes, cost.seconds(epochs, n, test_images, views, passes))
+    subset = min(n, int((usable - cost.per_epoch) / (cost.prefix_per_image + cost.per_image)))
+    if subset >= floor:
+        return Sizing(1, subset, subset, cost.seconds(1, subset, test_images, views))
     if head_only and cost.prefix_per_image > 0:
         subset = min(n, int(usable / cost.prefix_per_image))
-        if subset >= min(min_images, n):
-            return Sizing(0, None if subset == n else subset,
+        if subset >= floor:
+            return Sizing(0, None if subset == n else subset, 0,
                           cost.seconds(0, subset, test_images, views))
     return None
+
+
+def steps_per_epoch(images: int, batch_size: int) -> int:
+    """The training loader's batches an epoch: whole batches only (a set no larger than one
+    batch is one smaller batch)."""
+    return images // batch_size if images > batch_size else 1
+
+
+def steps_for(sizing: Sizing, train_images: int, batch_size: int) -> int:
+    """The optimizer steps of `sizing`'s passes: a run's `train.steps`."""
+    images = sizing.images(train_images)
+    return max(1, round(sizing.passes / images * steps_per_epoch(images, batch_size)))
 
 
 def smallest_run(cost: Cost, train_images: int, min_images: int, test_images: int,

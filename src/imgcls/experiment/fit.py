@@ -42,10 +42,13 @@ from imgcls.experiment.cost import (
     probe,
     size_run,
     smallest_run,
+    steps_for,
+    steps_per_epoch,
     views,
 )
 from imgcls.hardware import machine_line
 from imgcls.log import get_logger
+from imgcls.report.fit import plan_text, write_fit_report
 from imgcls.tracking.io import atomic_write_json, atomic_write_text
 from imgcls.tracking.run import Run
 from imgcls.train.callbacks import Callback
@@ -145,27 +148,75 @@ class FitState:
         self.save()
 
 
+@dataclass
+class Pace:
+    """When a run must end, on the fit's clock, and what comes after its training: a time-paced
+    run's last stage trains until `until` less `after` (its last validation and the test)
+    less `per_epoch` for each validation still ahead."""
+
+    until: float
+    after: float
+    per_epoch: float
+
+
 class BudgetHeartbeat(Callback):
     """Saves the fit's spent seconds after every epoch, so a kill loses at most one epoch's
-    worth of accounting; with a `deadline` (seconds of the budget), stops the run when the
-    next epoch would end past it (the run then tests its best checkpoint as usual)."""
+    worth of accounting. With a `pace`, fits the run's last stage (`train.steps`) to the
+    time: after each step it re-estimates the seconds per step from the steps so far and
+    moves the stage's horizon (where its lr schedule ends and training stops) to the step
+    the time runs out at; a throughput that differs from the plan changes the steps, not
+    the wall time. With a `deadline` (seconds of the budget), stops an unpaced stage when
+    its next epoch would end past it (the run then tests its best checkpoint as usual)."""
 
     key = "fit_budget"
+    WARM_STEPS = 2  # a stage's first steps (allocation, caches) are not its pace
 
-    def __init__(self, state: FitState, deadline: float | None = None):
-        self.state, self.deadline = state, deadline
-        self.last = time.perf_counter()
+    def __init__(self, state: FitState, deadline: float | None = None,
+                 pace: Pace | None = None):
+        self.state, self.deadline, self.pace = state, deadline, pace
+        self.last_epoch = self.last_step = time.perf_counter()
+        self.stage_seen, self.warm = -1, self.WARM_STEPS
+        self.step_seconds, self.steps_timed = 0.0, 0
+        self.epoch_gap: float | None = None  # measured: validation after an epoch
 
     def on_fit_start(self, trainer) -> None:
-        self.last = time.perf_counter()
+        self.last_epoch = self.last_step = time.perf_counter()
+
+    def on_batch_end(self, trainer, images: int) -> None:
+        now = time.perf_counter()
+        took, self.last_step = now - self.last_step, now
+        stage = trainer.stage
+        if self.pace is None or not stage.stops_at_horizon:
+            return
+        if stage.index != self.stage_seen:  # a new stage (or a resumed one): time it afresh
+            self.stage_seen, self.warm = stage.index, self.WARM_STEPS
+            self.step_seconds, self.steps_timed = 0.0, 0
+        if self.warm:
+            self.warm -= 1
+            return
+        self.step_seconds += took
+        self.steps_timed += 1
+        self._replan(stage, len(trainer.loaders.train))
+
+    def _replan(self, stage, steps_per_epoch: int) -> None:
+        per_step = self.step_seconds / self.steps_timed
+        done, horizon = stage.scheduler.last_epoch, stage.horizon.steps
+        epoch_ends = max(0, (horizon - 1) // steps_per_epoch - done // steps_per_epoch)
+        per_epoch = self.pace.per_epoch if self.epoch_gap is None else self.epoch_gap
+        left = (self.pace.until - self.pace.after - self.state.clock.spent()
+                - epoch_ends * per_epoch)
+        room = stage.epochs * steps_per_epoch  # the stage's epochs bound its steps
+        stage.horizon.steps = min(room, done + max(0, int(left / per_step)))  # done: stop
 
     def on_epoch_end(self, trainer, metrics: dict[str, Any]) -> None:
         now = time.perf_counter()
-        epoch, self.last = now - self.last, now
+        epoch, self.last_epoch = now - self.last_epoch, now
+        self.epoch_gap, self.last_step = now - self.last_step, now  # the next step's own time
         self.state.save()
         spent = self.state.clock.spent()
-        if (self.deadline is not None and trainer.epoch < trainer.cfg.train.epochs
-                and spent + epoch > self.deadline):
+        paced = self.pace is not None and trainer.stage.stops_at_horizon
+        if (self.deadline is not None and not paced
+                and trainer.epoch < trainer.cfg.train.epochs and spent + epoch > self.deadline):
             trainer.stop_reason = (f"stopped at the time budget after epoch {metrics['epoch']}"
                                    f" ({spent:.0f} s spent; an epoch takes {epoch:.0f} s)")
 
@@ -176,13 +227,13 @@ def _score(run: Run, metric: str) -> float | None:
     return max(values) if values else None
 
 
-def _train(cfg: Config, run_dir: Path, state: FitState, deadline: float | None = None
-           ) -> tuple[Run, dict[str, Any]]:
+def _train(cfg: Config, run_dir: Path, state: FitState, deadline: float | None = None,
+           pace: Pace | None = None) -> tuple[Run, dict[str, Any]]:
     """Train `cfg` into `run_dir`, or continue it there (a fit killed mid-run)."""
     from imgcls.train import train
 
     run = Run(run_dir)
-    heartbeat = [BudgetHeartbeat(state, deadline)]
+    heartbeat = [BudgetHeartbeat(state, deadline, pace)]
     if run.finished():
         return run, run.summary()
     if run.is_run():
@@ -233,30 +284,57 @@ def _run_trial(state: FitState, out: Path, candidate: Candidate, round_: int,
         if sizing is None:
             return None
         trial = {"name": name, "candidate": candidate.name, "round": round_,
-                 "allotted_seconds": seconds, "epochs": sizing.epochs,
-                 "images": sizing.images(facts["train_images"]),
-                 "predicted_seconds": sizing.seconds, "run_dir": f"trials/{name}"}
+                 "allotted_seconds": seconds, **_plan(candidate, sizing, facts),
+                 "predicted_seconds": sizing.seconds, "starts_at": state.clock.spent(),
+                 "run_dir": f"trials/{name}"}
         state.data["trials"].append(trial)
         state.save()
     if "score" in trial:
         return trial
-    cfg = resized(candidate, trial["epochs"], None if trial["images"] == facts["train_images"]
-                  else trial["images"], seed, name, test=False)
+    cfg = _sized_config(candidate, trial, facts, seed, name, test=False)
     fresh = not Run(out / trial["run_dir"]).is_run()  # else resumed: part ran before
     start = time.perf_counter()
-    run, summary = _train(cfg, out / trial["run_dir"], state)
+    cost = costs[candidate.name]
+    run, summary = _train(cfg, out / trial["run_dir"], state,
+                          pace=Pace(trial["starts_at"] + seconds, cost.per_epoch,
+                                    cost.per_epoch))
     wall = time.perf_counter() - start if fresh else summary["wall_seconds"]
     trial.update(score=_score(run, metric), wall_seconds=wall,
-                 stop_reason=summary["stop_reason"])
+                 stop_reason=summary["stop_reason"], **_trained(run, summary, trial))
     c = state.data["candidates"][candidate.name]
     cost = calibrated(costs[candidate.name], summary, run.metrics(), trial["images"],
                       facts["val_images"], _resized_stage(candidate), wall)
     c["cost"] = cost.as_dict()
     costs[candidate.name] = cost
-    state.note(f"trial {name}: {trial['epochs']} epoch(s) on {trial['images']:,} images in "
-               f"{trial['wall_seconds']:.1f} s (planned {trial['predicted_seconds']:.1f} s): "
+    state.note(f"trial {name}: {plan_text(trial)} in {trial['wall_seconds']:.1f} s "
+               f"(planned {trial['predicted_seconds']:.1f} s): "
                f"{metric} {trial['score'] if trial['score'] is None else round(trial['score'], 4)}")
     return trial
+
+
+def _plan(candidate: Candidate, sizing: Sizing, facts: dict[str, Any]) -> dict[str, Any]:
+    """A trial's or the final run's sizing as recorded in fit.json: the resized stage's
+    epochs begun, its images and planned optimizer steps (None: head-only)."""
+    images = sizing.images(facts["train_images"])
+    steps = (steps_for(sizing, facts["train_images"], candidate.config.train.batch_size)
+             if sizing.epochs else None)
+    return {"epochs": sizing.epochs, "images": images, "steps": steps,
+            "passes": sizing.passes}
+
+
+def _sized_config(candidate: Candidate, plan: dict[str, Any], facts: dict[str, Any],
+                  seed: int, name: str, test: bool = True) -> Config:
+    subset = None if plan["images"] == facts["train_images"] else plan["images"]
+    return resized(candidate, plan["epochs"], subset, seed, name, test, plan["steps"])
+
+
+def _trained(run: Run, summary: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+    """What a paced run trained in the end: its resized stage's steps and images."""
+    if not plan["steps"]:
+        return {}
+    steps = summary["last_stage_steps"]
+    per_epoch = steps_per_epoch(plan["images"], run.config().train.batch_size)
+    return {"steps": steps, "passes": steps / per_epoch * plan["images"]}
 
 
 def _min_images(facts: dict[str, Any]) -> int:
@@ -365,34 +443,43 @@ def _calibrate(state: FitState, out: Path, winner: Candidate, costs: dict[str, C
 def _final(state: FitState, out: Path, winner: Candidate, cost: Cost,
            facts: dict[str, Any], seed: int) -> tuple[Run, dict[str, Any]]:
     final = state.data.get("final")
+    budget = state.clock.budget
+    reserve = max(1.0, RESERVE * budget)
     if final is None:
-        budget = state.clock.budget
-        seconds = state.clock.left() - max(1.0, RESERVE * budget)
+        seconds = state.clock.left() - reserve
         tta_views = views(winner.config.train.tta)
         sizing = size_run(cost, seconds, facts["train_images"], _min_images(facts),
                           facts["test_images"], tta_views, winner.head_only_possible)
         if sizing is None:  # the search overran: the smallest run, said so
-            sizing = Sizing(0 if winner.head_only_possible else 1, _min_images(facts), 0.0)
-        final = {"candidate": winner.name, "epochs": sizing.epochs,
-                 "images": sizing.images(facts["train_images"]),
+            images = _min_images(facts)
+            sizing = (Sizing(0, images, 0, 0.0) if winner.head_only_possible else
+                      Sizing(1, images, images, 0.0))
+        final = {"candidate": winner.name, **_plan(winner, sizing, facts),
                  "planned_seconds": seconds, "predicted_seconds": sizing.seconds,
                  "run_dir": "final", "cost": cost.as_dict()}
         state.data["final"] = final
-        cfg = resized(winner, sizing.epochs, sizing.subset, seed, f"fit-{winner.name}")
-        atomic_write_text(out / WINNER, f"# imgcls fit's winner ({winner.about}), sized to "
-                          f"{seconds:.0f} s on this machine; rerun: imgcls train {WINNER}\n"
-                          + cfg.to_yaml())
-        state.note(f"final: {winner.name}, {sizing.epochs} epoch(s) of its last stage on "
-                   f"{final['images']:,} images, predicted {sizing.seconds:.0f} s of the "
-                   f"{seconds:.0f} s left")
+        cfg = _sized_config(winner, final, facts, seed, f"fit-{winner.name}")
+        _write_winner(out, winner, cfg, f"sized to {seconds:.0f} s on this machine")
+        state.note(f"final: {winner.name}, {plan_text(final)}, predicted "
+                   f"{sizing.seconds:.0f} s of the {seconds:.0f} s left")
     cfg = load_config(out / WINNER)
     cost = Cost(**final["cost"])
     test = cost.seconds(0, 0, facts["test_images"], views(cfg.train.tta)) - cost.startup
-    deadline = state.clock.budget * (1 + DEADLINE_SLACK) - test
-    run, summary = _train(cfg, out / final["run_dir"], state, deadline)
+    deadline = budget * (1 + DEADLINE_SLACK) - test
+    run, summary = _train(cfg, out / final["run_dir"], state, deadline,
+                          Pace(budget - reserve, test + cost.per_epoch, cost.per_epoch))
     final.update(wall_seconds=summary["wall_seconds"],
-                 test_accuracy=summary["test_accuracy"])
+                 test_accuracy=summary["test_accuracy"], **_trained(run, summary, final))
+    if final["steps"]:  # what the paced run took, so `imgcls train` repeats it
+        cfg = load_config(out / WINNER, [f"train.steps={final['steps']}"])
+        _write_winner(out, winner, cfg, f"its final run took {final['steps']:,} steps "
+                      f"in {summary['wall_seconds']:.0f} s on this machine")
     return run, summary
+
+
+def _write_winner(out: Path, winner: Candidate, cfg: Config, sized: str) -> None:
+    atomic_write_text(out / WINNER, f"# imgcls fit's winner ({winner.about}), {sized}; "
+                      f"rerun: imgcls train {WINNER}\n" + cfg.to_yaml())
 
 
 def fit(data: str | Path, budget: str | float, metric: str = "accuracy",
@@ -444,8 +531,6 @@ def fit(data: str | Path, budget: str | float, metric: str = "accuracy",
     winner = _choose(state, out, candidates, costs, facts, METRICS[metric], seed)
     _calibrate(state, out, winner, costs, facts, METRICS[metric], seed)
     run, summary = _final(state, out, winner, costs[winner.name], facts, seed)
-    from imgcls.report.fit import write_fit_report
-
     state.save()
     write_fit_report(out, state.data)
     state.data["done"] = True  # after the report: a fit killed while writing it redoes it

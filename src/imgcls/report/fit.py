@@ -15,6 +15,14 @@ def _round(trial: dict[str, Any]) -> str:
     return f"r{trial['round']}" if trial["round"] else "calibration"
 
 
+def plan_text(plan: dict[str, Any]) -> str:
+    """A trial's or the final run's training: its resized stage's steps and epochs."""
+    if not plan.get("steps"):
+        return f"head only on {plan['images']:,} images"
+    return (f"{plan['steps']:,} steps ({plan['passes'] / plan['images']:.2f} epochs of "
+            f"{plan['images']:,} images)")
+
+
 def candidate_rows(state: dict[str, Any]) -> list[dict[str, str]]:
     """One row per candidate: its measured speed and each of its trials."""
     final = state.get("final") or {}
@@ -31,9 +39,9 @@ def candidate_rows(state: dict[str, Any]) -> list[dict[str, str]]:
         rows.append({
             "candidate": name, "family": c["family"], "input px": str(c["input_size"]),
             "train img/s": f"{c['train_images_per_second']:.0f}",
-            "trials (epochs x images: s, score)": "; ".join(
-                f"{_round(t)} {t['epochs']}x{t['images']:,}: {t['wall_seconds']:.0f} s, "
-                f"{t['score']:.4f}" for t in done) or "-",
+            "trials (training: s, score)": "; ".join(
+                f"{_round(t)} {plan_text(t)}: {t['wall_seconds']:.0f} s, {t['score']:.4f}"
+                for t in done) or "-",
             "result": verdict + (f" (final: test {final['test_accuracy']:.4f})"
                                  if name == state.get("winner") and "test_accuracy" in final
                                  else "")})
@@ -62,8 +70,8 @@ def write_fit_report(out: Path, state: dict[str, Any]) -> Path:
         f"{state['machine']['line']}",
         "",
         f"**Winner: {state.get('winner')}**, {state.get('why', '')}. Final run `final/` "
-        f"({final.get('epochs')} epoch(s) of its last stage on {final.get('images', 0):,} "
-        f"images): test accuracy {final.get('test_accuracy', float('nan')):.4f}, "
+        f"({plan_text(final) if final else 'not run'}): test accuracy "
+        f"{final.get('test_accuracy', float('nan')):.4f}, "
         f"{final.get('wall_seconds', 0):.0f} s (predicted {final.get('predicted_seconds', 0):.0f}"
         " s). Rerun it: `imgcls train winner.yaml`.",
         "",

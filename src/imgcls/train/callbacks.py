@@ -44,7 +44,8 @@ log = get_logger(__name__)
 
 class Trainer(Protocol):
     """What callbacks see of `imgcls.train.trainer.Trainer`, and all they may change:
-    `eval_model` (EMA), `lr_scale` (the plateau schedule), `stop_reason` (early stopping)."""
+    `eval_model` (EMA), `lr_scale` (the plateau schedule), `stop_reason` (early stopping),
+    `stage.horizon.steps` (a time-paced run's `train.steps`)."""
 
     cfg: Config
     run: Run

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
@@ -77,7 +78,16 @@ def inverse_time(cfg: ScheduleConfig, at: Position) -> float:
     return 1.0 / (1.0 + cfg.decay * at.step)
 
 
-def multiplier(cfg: ScheduleConfig, total_steps: int, warmup_steps: int,
+@dataclass
+class Horizon:
+    """The optimizer steps a stage's schedule spans (param groups with an lr horizon of
+    their own keep theirs). Mutable: a time-paced run (`imgcls fit`) stretches or shrinks it
+    while it trains, and the decay follows from the step it is at."""
+
+    steps: int
+
+
+def multiplier(cfg: ScheduleConfig, total: Horizon, warmup_steps: int,
                steps_per_epoch: int) -> Callable[[int], float]:
     shape = SCHEDULES.get(cfg.name)
 
@@ -87,7 +97,7 @@ def multiplier(cfg: ScheduleConfig, total_steps: int, warmup_steps: int,
             if cfg.name == "onecycle":
                 t = 0.5 * (1.0 - math.cos(math.pi * t))
             return cfg.start_factor + (1.0 - cfg.start_factor) * t
-        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        t = (step - warmup_steps) / max(1, total.steps - warmup_steps)
         if t > 1.0:
             return 0.0  # past its horizon: frozen
         return shape(cfg, Position(t, step / steps_per_epoch, step))
@@ -96,15 +106,17 @@ def multiplier(cfg: ScheduleConfig, total_steps: int, warmup_steps: int,
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig,
-                     steps_per_epoch: int, epochs: int,
-                     scale: Callable[[], float] | None = None
-                     ) -> torch.optim.lr_scheduler.LambdaLR:
-    """`scale` (the plateau factor) multiplies every group's multiplier."""
+                     steps_per_epoch: int, epochs: float,
+                     scale: Callable[[], float] | None = None,
+                     horizon: Horizon | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """Every group's schedule over `epochs` (or `horizon`, when given), or over its own
+    `horizon_epochs`; `scale` (the plateau factor) multiplies every group's multiplier."""
+    horizon = horizon or Horizon(max(1, round(epochs * steps_per_epoch)))
     lambdas = []
     for group in optimizer.param_groups:
-        horizon = group.get("horizon_epochs") or epochs
-        total = max(1, round(horizon * steps_per_epoch))
-        warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total)
+        own = group.get("horizon_epochs")
+        total = (Horizon(max(1, round(own * steps_per_epoch))) if own else horizon)
+        warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total.steps)
         at = multiplier(cfg, total, warmup, steps_per_epoch)
         lambdas.append(at if scale is None else
                        lambda step, at=at: at(step) * scale())

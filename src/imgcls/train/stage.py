@@ -4,16 +4,17 @@ one stage in which everything trains."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from imgcls.config import Config
+from imgcls.config import Config, ConfigError
 from imgcls.models.parts import frozen_norms, stage_depths, trainable_parameters
 from imgcls.train.optim import SAM, create_optimizer
-from imgcls.train.schedule import create_scheduler
+from imgcls.train.schedule import Horizon, create_scheduler
 
 
 @dataclass
@@ -30,6 +31,11 @@ class Stage:
     sam: SAM | None
     frozen_norms: list[nn.Module]  # BatchNorms kept in inference mode (stage.freeze_bn)
     cache_features: bool  # a head-only stage trained on the backbone's features
+    horizon: Horizon  # the optimizer steps its schedule spans
+    stops_at_horizon: bool  # `train.steps` ends it (mid-epoch if need be), not its epochs
+
+    def horizon_reached(self) -> bool:
+        return self.stops_at_horizon and self.scheduler.last_epoch >= self.horizon.steps
 
 
 def stage_at(cfg: Config, epoch: int) -> int:
@@ -57,13 +63,22 @@ def create_stage(cfg: Config, index: int, model: nn.Module, steps_per_epoch: int
                  if stage and stage.layer_lr_decay else None)
     optimizer = create_optimizer(model, optim, lr_scales)
     epochs = stage.epochs if stage else cfg.train.epochs
+    steps = cfg.train.steps if index == max(len(cfg.stages) - 1, 0) else None
+    if steps and steps > epochs * steps_per_epoch:
+        where = f"stages[{index}].epochs" if stage else "train.epochs"
+        raise ConfigError(f"train.steps = {steps} needs {math.ceil(steps / steps_per_epoch)} "
+                          f"epochs of {steps_per_epoch} steps, but {where} is {epochs}; "
+                          "raise it, or lower train.steps")
+    horizon = Horizon(steps or max(1, epochs * steps_per_epoch))
     no_augment = not cfg.augment.ops and not cfg.augment.mix.enabled
     return Stage(
         index=index, name=(stage.name if stage else None) or f"stage {index + 1}",
         epochs=epochs, clip_grad_norm=optim.clip_grad_norm, optimizer=optimizer,
-        scheduler=create_scheduler(optimizer, schedule, steps_per_epoch, epochs, lr_scale),
+        scheduler=create_scheduler(optimizer, schedule, steps_per_epoch, epochs, lr_scale,
+                                   horizon),
         sam=SAM(optimizer, optim.sam.rho, optim.sam.adaptive) if optim.sam else None,
         frozen_norms=(frozen_norms(model, trainable, every=stage.freeze_bn == "all")
                       if stage else []),
         cache_features=bool(stage) and stage.train == "head" and (
-            stage.cache_features is True or stage.cache_features == "auto" and no_augment))
+            stage.cache_features is True or stage.cache_features == "auto" and no_augment),
+        horizon=horizon, stops_at_horizon=steps is not None)

@@ -208,6 +208,8 @@ class Trainer:
             seen += len(y)
             for cb in self.callbacks:
                 cb.on_batch_end(self, seen)
+            if self.stage.horizon_reached():  # `train.steps`: the last epoch ends early
+                break
         self.stop_if_diverged(watch, epoch)
         if self.world.active:  # the epoch's figures over all processes' shares
             totals = torch.stack([loss_sum, hits, torch.tensor(float(seen))]).to(self.device)
@@ -283,6 +285,8 @@ class Trainer:
         for epoch in range(self.epoch, self.cfg.train.epochs):
             if stage_at(self.cfg, epoch) != self.stage.index:
                 self.begin_stage(stage_at(self.cfg, epoch))
+            if self.stage.horizon_reached():
+                break
             if self.train_batches is None:
                 self.prepare_batches()
             lr = self.main_group()["lr"]
@@ -355,7 +359,8 @@ class Trainer:
             "name": self.cfg.name, "model": self.cfg.model.name, "seed": self.cfg.seed,
             **self.test_figures(),
             "best_val_accuracy": max(val_acc) if val_acc else None,
-            "epochs": self.epoch, "stop_reason": self.stop_reason or "completed",
+            "epochs": self.epoch, "last_stage_steps": self.stage.scheduler.last_epoch,
+            "stop_reason": self.stop_reason or "completed",
             "wall_seconds": self.wall_seconds(), "train_seconds": self.train_seconds,
             "train_images_per_second": self.images_seen / max(self.train_seconds, 1e-9),
             "data_seconds": self.data.seconds, "startup_seconds": self.startup_seconds,
@@ -404,6 +409,7 @@ class Trainer:
                 "scheduler": self.stage.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "epoch": self.epoch, "stage": self.stage.index,
+                "horizon": self.stage.horizon.steps,
                 "train_seconds": self.train_seconds,
                 "images_seen": self.images_seen, "wall_seconds": self.wall_seconds(),
                 "callbacks": {cb.key: cb.state_dict() for cb in self.callbacks}}
@@ -415,6 +421,7 @@ class Trainer:
         self.begin_stage(state.get("stage", 0))  # the optimizer of the stage it was in
         self.stage.optimizer.load_state_dict(state["optimizer"])
         self.stage.scheduler.load_state_dict(state["scheduler"])
+        self.stage.horizon.steps = state.get("horizon", self.stage.horizon.steps)
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.train_seconds = state["epoch"], state["train_seconds"]
         self.images_seen = state["images_seen"]
