@@ -131,14 +131,15 @@ def candidates_for(base: Config, native_size: int, train_images: int, classes: i
 
 
 def resized(candidate: Candidate, epochs: int, subset: int | None, seed: int,
-            name: str, test: bool = True, steps: int | None = None) -> Config:
+            name: str, test: bool = True, steps: int | None = None, stretch: float = 0.5
+            ) -> Config:
     """The candidate's config with `epochs` in its last stage (0: drop it, a head-only run;
     the whole run's epochs without stages), trained on `subset` images (None: all); with
-    `steps`, the last stage runs that many optimizer steps (`train.steps`) and gets epochs
-    beyond `epochs` (half as many more, one at least) as room for a time-paced run to
-    stretch into."""
+    `steps`, the last stage runs that many optimizer steps (`train.steps`) and gets
+    `stretch` times `epochs` more (one at least) as room for a time-paced run to stretch
+    into."""
     raw = _raw(candidate.config)
-    room = epochs + max(1, math.ceil(epochs / 2)) if steps else epochs
+    room = epochs + max(1, math.ceil(epochs * stretch)) if steps else epochs
     if raw["stages"]:
         stages = raw["stages"] if epochs else raw["stages"][:-1]
         if epochs:

@@ -28,6 +28,7 @@ from imgcls.train.setup import resolve_device
 
 TRAIN_OVERHEAD = 1.25  # measured steps vs. the probe's: augmentation, the real optimizer
 TTA_VIEWS = {"none": 1, "mirror": 2, "mirror_translate": 6}
+PROBE_BATCH = {"cpu": 32, "cuda": 512}  # the largest batch a probe steps
 MAX_EPOCHS = 200  # a longer budget than this many epochs needs goes unused, said so
 
 
@@ -119,7 +120,7 @@ def smallest_run(cost: Cost, train_images: int, min_images: int, test_images: in
 
 
 # -- measuring -------------------------------------------------------------------------------
-def _inference_images_per_second(model: torch.nn.Module, x: torch.Tensor, steps: int = 3
+def _inference_images_per_second(model: torch.nn.Module, x: torch.Tensor, steps: int = 2
                                  ) -> float:
     model.eval()
     times = []
@@ -133,21 +134,24 @@ def _inference_images_per_second(model: torch.nn.Module, x: torch.Tensor, steps:
 
 
 def probe(candidate: Candidate, classes: int, channels: int, startup: float,
-          val_images: int, largest_batch: int = 128) -> tuple[Cost, dict[str, float]]:
+          val_images: int) -> tuple[Cost, dict[str, float]]:
     """A first cost estimate from a few training and inference steps of the candidate's
     network on random images (no weights are loaded: speed does not depend on them), at its
-    own batch size (at most `largest_batch`: a CPU's speed per image hardly grows beyond)
-    under the precision its run would use; `startup` is the measured time to load the data."""
+    own batch size (at most PROBE_BATCH: the probe's seconds count against the budget, and
+    a CPU's speed per image hardly grows with the batch) under the precision its run would
+    use; `startup` is the measured time to load the data. The runs are paced, so this
+    estimate only plans them."""
     cfg = candidate.config
-    batch = min(cfg.train.micro_batch_size or cfg.train.batch_size, largest_batch)
     device = resolve_device(cfg.train.device)
+    largest_batch = PROBE_BATCH[device.type]
+    batch = min(cfg.train.micro_batch_size or cfg.train.batch_size, largest_batch)
     precision = resolve_precision(cfg.train.amp, device)
     size = candidate.input_size
     torch.manual_seed(0)
     model = build_model(cfg.model, classes, size, channels).to(device)
     with torch.autocast(device.type, dtype=precision.dtype or torch.float32,
                         enabled=precision.dtype is not None):
-        train_ips = training_images_per_second(model, size, classes, batch, steps=3, warmup=1)
+        train_ips = training_images_per_second(model, size, classes, batch, steps=2, warmup=1)
         x = torch.randn(min(cfg.train.eval_batch_size, 2 * largest_batch), channels, size,
                         size, device=device)
         eval_ips = _inference_images_per_second(model.to(memory_format=torch.channels_last),

@@ -6,13 +6,16 @@ in a given time, chosen by measurement.
    images/s at its input size, which give a first cost model (`imgcls.experiment.cost`).
 2. Search, with SEARCH_SHARE of the budget: synchronous successive halving. Round 1 trains
    every candidate that can be tried for an equal share of the round's time (resized to it:
-   fewer epochs, a stratified subset), scored by its best validation figure; the better half
-   goes on to round 2, with twice the time each; the best of the last round wins. Trial runs
-   skip the test split (`train.test: false`). (Optuna's pruners are asynchronous: with one
-   trial at a time the first candidate would run to its end unchallenged.)
-3. Final: the winner, resized with its trial-calibrated cost to the time that is left (less
-   a reserve for the report), trains as an ordinary run folder; its config is saved as
-   winner.yaml for `imgcls train`.
+   fewer steps, or a stratified subset), scored by its best validation figure; the better
+   half goes on to round 2, with twice the time each; the best of the last round wins. Trial
+   runs skip the test split (`train.test: false`). (Optuna's pruners are asynchronous: with
+   one trial at a time the first candidate would run to its end unchallenged.)
+3. Final: the winner, planned with its trial-calibrated cost (the probe's when no trial
+   trained its last stage) for the time that is left (less a reserve for the report),
+   trains as an ordinary run folder; its config is saved as winner.yaml for `imgcls train`.
+
+Trials and the final run are time-paced (`BudgetHeartbeat`): the plan sets their steps, and
+while they train the steps follow the measured seconds per step to the time they have.
 
 Everything lives in the output folder, and fit.json records every step and the seconds
 spent, so a killed fit continues where it stopped with the time already spent counted."""
@@ -58,7 +61,6 @@ from imgcls.train.setup import resolve_device
 STATE = "fit.json"
 WINNER = "winner.yaml"
 SEARCH_SHARE = 0.2  # of the budget, for the trials
-CALIBRATION_SHARE = 0.05  # of the budget, for a short run of an unmeasured winner
 DEADLINE_SLACK = 0.03  # the final run stops when an epoch would end past budget + 3%
 RESERVE = 0.005  # of the budget (1 s at least), kept for the report after the final run
 MIN_VAL_IMAGES = 50  # fewer cannot rank candidates: the prior choice is taken
@@ -150,9 +152,9 @@ class FitState:
 
 @dataclass
 class Pace:
-    """When a run must end, on the fit's clock, and what comes after its training: a time-paced
-    run's last stage trains until `until` less `after` (its last validation and the test)
-    less `per_epoch` for each validation still ahead."""
+    """When a run must end, on the fit's clock: a time-paced run's last stage trains until
+    `until` less `after` (the test) less `per_epoch` for each validation still ahead, its
+    last one included (measured once an epoch has ended)."""
 
     until: float
     after: float
@@ -201,7 +203,7 @@ class BudgetHeartbeat(Callback):
     def _replan(self, stage, steps_per_epoch: int) -> None:
         per_step = self.step_seconds / self.steps_timed
         done, horizon = stage.scheduler.last_epoch, stage.horizon.steps
-        epoch_ends = max(0, (horizon - 1) // steps_per_epoch - done // steps_per_epoch)
+        epoch_ends = 1 + max(0, (horizon - 1) // steps_per_epoch - done // steps_per_epoch)
         per_epoch = self.pace.per_epoch if self.epoch_gap is None else self.epoch_gap
         left = (self.pace.until - self.pace.after - self.state.clock.spent()
                 - epoch_ends * per_epoch)
@@ -272,9 +274,8 @@ def _measure(state: FitState, candidates: list[Candidate], facts: dict[str, Any]
 def _run_trial(state: FitState, out: Path, candidate: Candidate, round_: int,
                seconds: float, costs: dict[str, Cost], facts: dict[str, Any], metric: str,
                seed: int) -> dict[str, Any] | None:
-    """One trial (or the record of one already run): the candidate resized to `seconds`.
-    Round 0 is the winner's calibration run when no search measured it."""
-    name = f"round{round_}-{candidate.name}" if round_ else f"calibration-{candidate.name}"
+    """One trial (or the record of one already run): the candidate resized to `seconds`."""
+    name = f"round{round_}-{candidate.name}"
     trial = next((t for t in state.data["trials"] if t["name"] == name), None)
     if trial is None:  # with an epoch of its resized stage if one fits: that measures it
         sizing = (size_run(costs[candidate.name], seconds, facts["train_images"],
@@ -296,8 +297,7 @@ def _run_trial(state: FitState, out: Path, candidate: Candidate, round_: int,
     start = time.perf_counter()
     cost = costs[candidate.name]
     run, summary = _train(cfg, out / trial["run_dir"], state,
-                          pace=Pace(trial["starts_at"] + seconds, cost.per_epoch,
-                                    cost.per_epoch))
+                          pace=Pace(trial["starts_at"] + seconds, 0.0, cost.per_epoch))
     wall = time.perf_counter() - start if fresh else summary["wall_seconds"]
     trial.update(score=_score(run, metric), wall_seconds=wall,
                  stop_reason=summary["stop_reason"], **_trained(run, summary, trial))
@@ -323,9 +323,10 @@ def _plan(candidate: Candidate, sizing: Sizing, facts: dict[str, Any]) -> dict[s
 
 
 def _sized_config(candidate: Candidate, plan: dict[str, Any], facts: dict[str, Any],
-                  seed: int, name: str, test: bool = True) -> Config:
+                  seed: int, name: str, test: bool = True, stretch: float = 0.5) -> Config:
     subset = None if plan["images"] == facts["train_images"] else plan["images"]
-    return resized(candidate, plan["epochs"], subset, seed, name, test, plan["steps"])
+    return resized(candidate, plan["epochs"], subset, seed, name, test, plan["steps"],
+                   stretch)
 
 
 def _trained(run: Run, summary: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
@@ -427,19 +428,6 @@ def _choose(state: FitState, out: Path, candidates: list[Candidate], costs: dict
     return winner
 
 
-def _calibrate(state: FitState, out: Path, winner: Candidate, costs: dict[str, Cost],
-               facts: dict[str, Any], metric: str, seed: int) -> None:
-    """A short run of a winner whose resized stage no trial has measured (no search ran, or
-    its trials were head-only), so the final run is sized from this machine's real seconds
-    per image rather than the probe's."""
-    if costs[winner.name].measured:
-        return
-    smallest = smallest_run(costs[winner.name], facts["train_images"], _min_images(facts), 0,
-                            1, head_only=False)  # at least one epoch of the resized stage
-    seconds = max(CALIBRATION_SHARE * state.clock.budget, smallest)
-    _run_trial(state, out, winner, 0, seconds, costs, facts, metric, seed)
-
-
 def _final(state: FitState, out: Path, winner: Candidate, cost: Cost,
            facts: dict[str, Any], seed: int) -> tuple[Run, dict[str, Any]]:
     final = state.data.get("final")
@@ -458,7 +446,9 @@ def _final(state: FitState, out: Path, winner: Candidate, cost: Cost,
                  "planned_seconds": seconds, "predicted_seconds": sizing.seconds,
                  "run_dir": "final", "cost": cost.as_dict()}
         state.data["final"] = final
-        cfg = _sized_config(winner, final, facts, seed, f"fit-{winner.name}")
+        # planned from the probe alone (no trial trained its last stage): more room
+        cfg = _sized_config(winner, final, facts, seed, f"fit-{winner.name}",
+                            stretch=0.5 if cost.measured else 1.0)
         _write_winner(out, winner, cfg, f"sized to {seconds:.0f} s on this machine")
         state.note(f"final: {winner.name}, {plan_text(final)}, predicted "
                    f"{sizing.seconds:.0f} s of the {seconds:.0f} s left")
@@ -467,7 +457,7 @@ def _final(state: FitState, out: Path, winner: Candidate, cost: Cost,
     test = cost.seconds(0, 0, facts["test_images"], views(cfg.train.tta)) - cost.startup
     deadline = budget * (1 + DEADLINE_SLACK) - test
     run, summary = _train(cfg, out / final["run_dir"], state, deadline,
-                          Pace(budget - reserve, test + cost.per_epoch, cost.per_epoch))
+                          Pace(budget - reserve, test, cost.per_epoch))
     final.update(wall_seconds=summary["wall_seconds"],
                  test_accuracy=summary["test_accuracy"], **_trained(run, summary, final))
     if final["steps"]:  # what the paced run took, so `imgcls train` repeats it
@@ -529,7 +519,6 @@ def fit(data: str | Path, budget: str | float, metric: str = "accuracy",
             room *= 1 - SEARCH_SHARE  # what the final run gets if a search runs
         candidates = _feasible(candidates, costs, facts, room, state)
     winner = _choose(state, out, candidates, costs, facts, METRICS[metric], seed)
-    _calibrate(state, out, winner, costs, facts, METRICS[metric], seed)
     run, summary = _final(state, out, winner, costs[winner.name], facts, seed)
     state.save()
     write_fit_report(out, state.data)

@@ -11,10 +11,6 @@ from imgcls.report.plots import fit_trials, save_figure
 from imgcls.tracking.io import atomic_write_text
 
 
-def _round(trial: dict[str, Any]) -> str:
-    return f"r{trial['round']}" if trial["round"] else "calibration"
-
-
 def plan_text(plan: dict[str, Any]) -> str:
     """A trial's or the final run's training: its resized stage's steps and epochs."""
     if not plan.get("steps"):
@@ -40,7 +36,7 @@ def candidate_rows(state: dict[str, Any]) -> list[dict[str, str]]:
             "candidate": name, "family": c["family"], "input px": str(c["input_size"]),
             "train img/s": f"{c['train_images_per_second']:.0f}",
             "trials (training: s, score)": "; ".join(
-                f"{_round(t)} {plan_text(t)}: {t['wall_seconds']:.0f} s, {t['score']:.4f}"
+                f"r{t['round']} {plan_text(t)}: {t['wall_seconds']:.0f} s, {t['score']:.4f}"
                 for t in done) or "-",
             "result": verdict + (f" (final: test {final['test_accuracy']:.4f})"
                                  if name == state.get("winner") and "test_accuracy" in final
