@@ -158,6 +158,14 @@ def make_image_folder(root: Path, classes: int = 3, per_class: int = 12, size: i
     return root
 
 
+TIMING_KEYS = {"seconds", "images_per_second", "val_seconds"}  # differ between equal runs
+
+
+def without_timing(metrics: list[dict]) -> list[dict]:
+    """metrics.jsonl rows without the wall-clock figures, to compare runs that must agree."""
+    return [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in metrics]
+
+
 def tiny_config(**sections) -> Config:
     """A fast config for tests; sections are merged over the defaults below."""
     raw = {

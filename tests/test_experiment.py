@@ -10,14 +10,12 @@ import time
 import pytest
 import yaml
 
-from conftest import make_image_folder
+from conftest import make_image_folder, without_timing
 from imgcls.config import ConfigError
 from imgcls.experiment.results import compare_runs, experiment_groups, table_rows
 from imgcls.experiment.spec import load_experiment
 from imgcls.experiment.stats import describe, sentence, welch
 from imgcls.experiment.sweep import run_sweep
-
-TIMING_KEYS = {"seconds", "images_per_second"}
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +137,7 @@ def metrics_of(exp_dir):
         lines = (run / "metrics.jsonl").read_text().splitlines()
         s = json.loads(summary.read_text())
         out[str(run.relative_to(exp_dir))] = (
-            [{k: v for k, v in json.loads(x).items() if k not in TIMING_KEYS} for x in lines],
+            without_timing([json.loads(x) for x in lines]),
             s["test_accuracy"], s["test_loss"])
     return out
 

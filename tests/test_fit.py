@@ -255,16 +255,24 @@ def test_train_steps_end_the_last_epoch_early(patterns, tmp_path):
 @pytest.mark.parametrize(("seconds", "grows"), [(0.0, False), (600.0, True)])
 def test_pace_moves_the_horizon_to_the_time_left(patterns, tmp_path, seconds, grows):
     """No time left: the run stops at its first re-plan; plenty: the horizon stretches to
-    the epochs' room."""
+    the epochs' room, and each validation re-measures the test's time (and the trial's
+    inference cost)."""
     from conftest import tiny_config
+    from imgcls.experiment.cost import calibrated
     from imgcls.experiment.fit import BudgetHeartbeat, FitState, Pace
     from imgcls.train import train
 
     state = FitState(tmp_path, {"what": "test"}, budget=1000.0)
     cfg = tiny_config(data={"path": str(patterns), "image_size": 24},
                       train={"epochs": 4, "steps": 4})
-    pace = Pace(until=state.clock.spent() + seconds, after=0.0, per_epoch=0.0)
-    _, summary = train(cfg, tmp_path / "run", callbacks=[BudgetHeartbeat(state, pace=pace)])
+    pace = Pace(until=state.clock.spent() + seconds, after=0.0, per_epoch=0.0, test_per_val=3.0)
+    run, summary = train(cfg, tmp_path / "run", callbacks=[BudgetHeartbeat(state, pace=pace)])
     per_epoch = summary["images"]["train"] // 16
     first_replan = BudgetHeartbeat.WARM_STEPS + 1
     assert summary["last_stage_steps"] == (4 * per_epoch if grows else first_replan)
+    timed = [m["val_seconds"] for m in run.metrics()]
+    assert len(timed) == (4 if grows else 1) and min(timed) > 0
+    assert pace.after == pytest.approx(3.0 * timed[-1])
+    val = summary["images"]["val"]
+    cost = calibrated(COST, summary, run.metrics(), summary["images"]["train"], val, None)
+    assert cost.eval_per_image == pytest.approx(min(timed) / val)

@@ -16,14 +16,12 @@ from torch import nn
 
 import imgcls.train
 import imgcls.train.setup
-from conftest import make_image_folder, pattern_images, tiny_config
+from conftest import make_image_folder, pattern_images, tiny_config, without_timing
 from imgcls.config import Config
 from imgcls.data import DataSplits, ImageSet
 from imgcls.data.loader import BatchLoader
 from imgcls.train import train
 from imgcls.train.callbacks import Callback, LearningCheck
-
-TIMINGS = {"seconds", "images_per_second"}
 
 
 @pytest.fixture(scope="module")
@@ -221,10 +219,7 @@ def test_a_healthy_run_has_no_warnings_and_trains_bit_identically(folder, tmp_pa
     plain, plain_summary = train(tiny(folder), tmp_path / "plain")
     assert "warnings" not in plain_summary
 
-    def figures(r):
-        return [{k: v for k, v in m.items() if k not in TIMINGS} for m in r.metrics()]
-
-    assert figures(run) == figures(plain)
+    assert without_timing(run.metrics()) == without_timing(plain.metrics())
     assert summary["test_loss"] == plain_summary["test_loss"]
     weights = run.load_checkpoint("last")["model"]
     for name, value in plain.load_checkpoint("last")["model"].items():

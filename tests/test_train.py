@@ -11,11 +11,9 @@ import zipfile
 import pytest
 import torch
 
-from conftest import LEARN_SEED, at_least, at_most, make_image_folder, tiny_config
+from conftest import LEARN_SEED, at_least, at_most, make_image_folder, tiny_config, without_timing
 from imgcls.train import evaluate_run, load_model, train
 from imgcls.train.trainer import TrainingDiverged
-
-TIMING_KEYS = {"seconds", "images_per_second"}
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +24,6 @@ def folder(tmp_path_factory):
 
 def data_section(folder, **kw):
     return {"path": str(folder), "image_size": 24, **kw}
-
-
-def without_timing(metrics):
-    return [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in metrics]
 
 
 def test_training_learns_and_records_a_complete_run(folder, tmp_path, learn_seed):

@@ -170,11 +170,12 @@ def calibrated(estimate: Cost, summary: dict[str, Any], metrics: list[dict[str, 
                images: int, val_images: int, resized_stage: int | None,
                wall: float | None = None) -> Cost:
     """The cost model fitted to a finished trial: its startup, the seconds per image of its
-    resized stage's epochs, the rest of each of those epochs (validation, checkpoints) and
-    its cached stage. `wall`: the trial's seconds as the caller's clock saw them (building
-    the model and loading its weights included, which the run's own wall time leaves out).
-    Figures the trial could not show (a head-only trial has no resized epochs) keep the
-    estimate's."""
+    resized stage's epochs, the rest of each of those epochs (validation, checkpoints), its
+    cached stage and the seconds per image of inference (its fastest validation: the test
+    runs through the same loader, which a probe on random tensors leaves out). `wall`: the
+    trial's seconds as the caller's clock saw them (building the model and loading its
+    weights included, which the run's own wall time leaves out). Figures the trial could
+    not show (a head-only trial has no resized epochs) keep the estimate's."""
     resized = [m for m in metrics
                if resized_stage is None or m.get("stage") == resized_stage + 1]
     per_image = estimate.per_image
@@ -192,12 +193,14 @@ def calibrated(estimate: Cost, summary: dict[str, Any], metrics: list[dict[str, 
     per_epoch = estimate.per_epoch
     if resized:  # validation after the cached stage's epochs (on features) is negligible
         per_epoch = max(0.0, rest) / len(resized)
+    timed = [m["val_seconds"] for m in resized if m.get("val_seconds")]
+    eval_per_image = min(timed) / val_images if timed and val_images else estimate.eval_per_image
     prefix, prefix_per_image = estimate.prefix, estimate.prefix_per_image
     if cache:
         prefix_per_image = cache / (images + val_images)
         prefix = prefix_per_image * val_images + head
     return Cost(startup=startup, per_image=per_image, per_epoch=per_epoch,
-                eval_per_image=estimate.eval_per_image, prefix=prefix,
+                eval_per_image=eval_per_image, prefix=prefix,
                 prefix_per_image=prefix_per_image, measured=bool(resized))
 
 

@@ -154,11 +154,14 @@ class FitState:
 class Pace:
     """When a run must end, on the fit's clock: a time-paced run's last stage trains until
     `until` less `after` (the test) less `per_epoch` for each validation still ahead, its
-    last one included (measured once an epoch has ended)."""
+    last one included (measured once an epoch has ended). `test_per_val`: the test's
+    images (times its TTA views) per validation image, so that each validation of the
+    stage re-measures `after`."""
 
     until: float
     after: float
     per_epoch: float
+    test_per_val: float = 0.0
 
 
 class BudgetHeartbeat(Callback):
@@ -217,6 +220,8 @@ class BudgetHeartbeat(Callback):
         self.state.save()
         spent = self.state.clock.spent()
         paced = self.pace is not None and trainer.stage.stops_at_horizon
+        if paced and self.pace.test_per_val and metrics.get("val_seconds"):
+            self.pace.after = self.pace.test_per_val * metrics["val_seconds"]
         if (self.deadline is not None and not paced
                 and trainer.epoch < trainer.cfg.train.epochs and spent + epoch > self.deadline):
             trainer.stop_reason = (f"stopped at the time budget after epoch {metrics['epoch']}"
@@ -454,10 +459,11 @@ def _final(state: FitState, out: Path, winner: Candidate, cost: Cost,
                    f"{sizing.seconds:.0f} s of the {seconds:.0f} s left")
     cfg = load_config(out / WINNER)
     cost = Cost(**final["cost"])
-    test = cost.seconds(0, 0, facts["test_images"], views(cfg.train.tta)) - cost.startup
+    tested = facts["test_images"] * views(cfg.train.tta)
+    test = tested * cost.eval_per_image
     deadline = budget * (1 + DEADLINE_SLACK) - test
-    run, summary = _train(cfg, out / final["run_dir"], state, deadline,
-                          Pace(budget - reserve, test, cost.per_epoch))
+    pace = Pace(budget - reserve, test, cost.per_epoch, tested / max(1, facts["val_images"]))
+    run, summary = _train(cfg, out / final["run_dir"], state, deadline, pace)
     final.update(wall_seconds=summary["wall_seconds"],
                  test_accuracy=summary["test_accuracy"], **_trained(run, summary, final))
     if final["steps"]:  # what the paced run took, so `imgcls train` repeats it

@@ -294,9 +294,11 @@ class Trainer:
             if self.cfg.stages:
                 metrics["stage"] = self.stage.index + 1
             if self.val_batches is not None:
+                start = time.perf_counter()
                 val = evaluate(self.val_net, self.val_batches, amp_dtype=self.amp_dtype)
                 metrics.update(val_loss=val["loss"], val_accuracy=val["accuracy"],
-                               **{f"val_{k}": val[k] for k in SCORES if k in val})
+                               **{f"val_{k}": val[k] for k in SCORES if k in val},
+                               val_seconds=time.perf_counter() - start)
             self.epoch = epoch + 1
             for cb in self.callbacks:
                 cb.on_epoch_end(self, metrics)
