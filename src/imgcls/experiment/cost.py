@@ -49,7 +49,11 @@ class Cost:
         passes = epochs * images if passes is None else passes
         return (self.startup + self.prefix + self.prefix_per_image * images
                 + epochs * self.per_epoch + passes * self.per_image
-                + test_images * views * self.eval_per_image)
+                + self.test_seconds(test_images, views))
+
+    def test_seconds(self, test_images: int, views: int = 1) -> float:
+        """Predicted seconds of the test: each image through the network once per TTA view."""
+        return test_images * views * self.eval_per_image
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,7 +76,7 @@ def size_run(cost: Cost, seconds: float, train_images: int, min_images: int,
     epoch cut short where the time ends); where caching a head stage's features over all of
     them leaves too little, one epoch over a stratified subset; `head_only`: the resized
     stage dropped (0 epochs) when not even that fits. None when not even `min_images` fit."""
-    fixed = cost.startup + cost.prefix + test_images * views * cost.eval_per_image
+    fixed = cost.startup + cost.prefix + cost.test_seconds(test_images, views)
     usable = seconds - fixed
     if usable <= 0:
         return None
