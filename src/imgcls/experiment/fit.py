@@ -459,11 +459,10 @@ def _final(state: FitState, out: Path, winner: Candidate, cost: Cost,
                    f"{sizing.seconds:.0f} s of the {seconds:.0f} s left")
     cfg = load_config(out / WINNER)
     cost = Cost(**final["cost"])
-    tta_views = views(cfg.train.tta)
-    test = cost.test_seconds(facts["test_images"], tta_views)
+    tested = facts["test_images"] * views(cfg.train.tta)
+    test = cost.test_seconds(tested)
     deadline = budget * (1 + DEADLINE_SLACK) - test
-    pace = Pace(budget - reserve, test, cost.per_epoch,
-                facts["test_images"] * tta_views / max(1, facts["val_images"]))
+    pace = Pace(budget - reserve, test, cost.per_epoch, tested / max(1, facts["val_images"]))
     run, summary = _train(cfg, out / final["run_dir"], state, deadline, pace)
     final.update(wall_seconds=summary["wall_seconds"],
                  test_accuracy=summary["test_accuracy"], **_trained(run, summary, final))
