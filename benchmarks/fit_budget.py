@@ -25,9 +25,9 @@ import statistics
 from pathlib import Path
 
 from imgcls.data import load_data
-from imgcls.experiment.budget import parse_duration
-from imgcls.experiment.candidates import candidates_for
-from imgcls.experiment.fit import base_config, fit
+from imgcls.fit.budget import parse_duration
+from imgcls.fit.candidates import candidates_for
+from imgcls.fit.pipeline import base_config, fit
 from imgcls.hardware import machine_line
 from imgcls.tracking.io import atomic_write_json
 from imgcls.train.setup import resolve_device

@@ -95,6 +95,24 @@ def test_no_import_cycle_anywhere():
     assert cycles(graph) == []
 
 
+def test_the_layers_do_not_import_each_other_in_a_circle():
+    """The packages read as the flow data -> augment -> models -> train -> tracking ->
+    experiment -> report -> fit: a package may use those before it, never those after."""
+    known = modules()
+    packages = {name.split(".")[1] for name, path in known.items() if path.name == "__init__.py"
+                and name.count(".") == 1}
+    layer = {name: name.split(".")[1] for name in known
+             if name.count(".") >= 1 and name.split(".")[1] in packages}
+    graph: dict[str, set[str]] = {}
+    for name, path in known.items():
+        if name in layer:
+            graph.setdefault(layer[name], set()).update(
+                layer[t] for t in imports(name, path, known) if t in layer
+                and layer[t] != layer[name])
+    assert cycles(graph) == []
+    assert "fit" not in graph["report"] | graph["experiment"]
+
+
 def test_the_cycle_finder_finds_cycles():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []

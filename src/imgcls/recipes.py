@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from statistics import median
 
@@ -31,7 +32,9 @@ from imgcls.data.images import GRAY_MODES, multiple_of_8
 
 __all__ = ["DataPeek", "is_config_file", "peek_data", "recipe_for_data"]
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+# the shipped recipes: package data, so a wheel installed anywhere has them (the repository's
+# top-level configs/ links here)
+CONFIGS = Path(str(resources.files("imgcls") / "configs"))
 ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
 TABLES = (".csv", ".tsv")
 SMALL = 40  # px: images at most this small train with the fast CIFAR recipe
@@ -227,8 +230,8 @@ def recipe_for_data(path: str | Path, overrides: list[str] = ()
     peek = peek_data(path, user_data)
     base, size, chosen, lines = _choose(peek)
     if not base.is_file():
-        raise FileNotFoundError(f"{base}: the shipped recipe is missing (imgcls train PATH "
-                                "needs the repository's configs/ folder)")
+        raise FileNotFoundError(f"{base}: the shipped recipe is missing; reinstall imgcls "
+                                "(its package data holds the recipes)")
     raw = read_yaml(base)
     test_fraction = (user_data.test_fraction if "test_fraction" in user_data.model_fields_set
                      else raw.get("data", {}).get("test_fraction", 0.2))

@@ -58,7 +58,8 @@ def lr_find_figure(result: Any, cfg: Any, out: Path) -> Path:
 # -- one run ------------------------------------------------------------------------------
 
 def predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """(test images uint8 NHWC, class probabilities with the run's TTA, labels, classes)
+    """(test images uint8 NHWC, class probabilities with the TTA the run's test used,
+    labels, classes)
     from the run's best checkpoint, on the CPU."""
     import torch
 
@@ -73,7 +74,8 @@ def predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list
                          torch.tensor(pre.std), torch.device("cpu"),
                          channels_last=cfg.train.channels_last, size=pre.input_size,
                          interpolation=pre.interpolation)
-    plain, augmented, labels = predict(model, loader, cfg.train.tta)
+    summary = Run(run_dir).summary() or {}
+    plain, augmented, labels = predict(model, loader, summary.get("tta", cfg.train.tta))
     logits = augmented if augmented is not None else plain
     return (np.asarray(test.images), logits.softmax(1).numpy(), labels.numpy(),
             pre.classes)

@@ -385,13 +385,29 @@ class Trainer:
         if not self.cfg.train.test:
             return {"test_accuracy": None, "test_accuracy_plain": None, "test_loss": None,
                     "tta": tta, "per_class": None}
+        tta, checked = self.tta_checked_on_val(tta)
         test = evaluate(self.eval_model, self.loaders.test, tta, self.amp_dtype,
                         per_class=True, classes=self.data.classes)
         shown = "tta_" if "tta_accuracy" in test else ""
         return {"test_accuracy": test.get("tta_accuracy", test["accuracy"]),
                 "test_accuracy_plain": test["accuracy"], "test_loss": test["loss"], "tta": tta,
                 **{f"test_{k}": test[shown + k] for k in SCORES if shown + k in test},
-                "per_class": test["per_class"]}
+                "per_class": test["per_class"], "tta_validation": checked}
+
+    def tta_checked_on_val(self, tta: str) -> tuple[str, dict[str, Any] | None]:
+        """With `train.tta_from_val`, the TTA kept only if it beats the plain image on the
+        validation split (the evaluated weights, before the test): averaging views can cost
+        accuracy (a mirror on asymmetric classes, a shift on tiny images). The figures
+        behind the choice are returned for the summary."""
+        if tta == "none" or not self.cfg.train.tta_from_val or self.loaders.val is None:
+            return tta, None
+        val = evaluate(self.eval_model, self.loaders.val, tta, self.amp_dtype)
+        kept = val["tta_accuracy"] > val["accuracy"]
+        log.info(f"TTA {tta} {'kept' if kept else 'dropped'}: validation accuracy "
+                 f"{val['tta_accuracy']:.4f} with it, {val['accuracy']:.4f} without")
+        return (tta if kept else "none"), {"tta": tta, "kept": kept,
+                                           "val_accuracy_plain": val["accuracy"],
+                                           "val_accuracy_tta": val["tta_accuracy"]}
 
     def stage_times(self, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each stage's epochs and training seconds (with its feature caching, if any)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from imgcls.experiment.candidates import Candidate
+from imgcls.fit.candidates import Candidate
 from imgcls.models import build_model
 from imgcls.models.profile import training_images_per_second
 from imgcls.train.precision import resolve_precision

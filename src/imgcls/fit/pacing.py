@@ -1,0 +1,89 @@
+"""Time-paced runs: a trial or the final run fitted to the seconds it has while it trains,
+its last stage's horizon moved after every step to where the time runs out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from imgcls.fit.state import FitState
+from imgcls.train.callbacks import Callback
+
+
+@dataclass
+class Pace:
+    """When a run must end, on the fit's clock: a time-paced run's last stage trains until
+    `until` less `after` (the test) less `per_epoch` for each validation still ahead, its
+    last one included (measured once an epoch has ended). `test_per_val`: the test's
+    images (times its TTA views) per validation image, so that each validation of the
+    stage re-measures `after`."""
+
+    until: float
+    after: float
+    per_epoch: float
+    test_per_val: float = 0.0
+
+
+class BudgetHeartbeat(Callback):
+    """Saves the fit's spent seconds after every epoch, so a kill loses at most one epoch's
+    worth of accounting. With a `pace`, fits the run's last stage (`train.steps`) to the
+    time: after each step it re-estimates the seconds per step from the steps so far and
+    moves the stage's horizon (where its lr schedule ends and training stops) to the step
+    the time runs out at; a throughput that differs from the plan changes the steps, not
+    the wall time. With a `deadline` (seconds of the budget), stops an unpaced stage when
+    its next epoch would end past it (the run then tests its best checkpoint as usual)."""
+
+    key = "fit_budget"
+    WARM_STEPS = 2  # a stage's first steps (allocation, caches) are not its pace
+
+    def __init__(self, state: FitState, deadline: float | None = None,
+                 pace: Pace | None = None):
+        self.state, self.deadline, self.pace = state, deadline, pace
+        self.last_epoch = self.last_step = time.perf_counter()
+        self.stage_seen, self.warm = -1, self.WARM_STEPS
+        self.step_seconds, self.steps_timed = 0.0, 0
+        self.epoch_gap: float | None = None  # measured: validation after an epoch
+
+    def on_fit_start(self, trainer) -> None:
+        self.last_epoch = self.last_step = time.perf_counter()
+
+    def on_batch_end(self, trainer, images: int) -> None:
+        now = time.perf_counter()
+        took, self.last_step = now - self.last_step, now
+        stage = trainer.stage
+        if self.pace is None or not stage.stops_at_horizon:
+            return
+        if stage.index != self.stage_seen:  # a new stage (or a resumed one): time it afresh
+            self.stage_seen, self.warm = stage.index, self.WARM_STEPS
+            self.step_seconds, self.steps_timed = 0.0, 0
+        if self.warm:
+            self.warm -= 1
+            return
+        self.step_seconds += took
+        self.steps_timed += 1
+        self._replan(stage, len(trainer.loaders.train))
+
+    def _replan(self, stage, steps_per_epoch: int) -> None:
+        per_step = self.step_seconds / self.steps_timed
+        done, horizon = stage.scheduler.last_epoch, stage.horizon.steps
+        epoch_ends = 1 + max(0, (horizon - 1) // steps_per_epoch - done // steps_per_epoch)
+        per_epoch = self.pace.per_epoch if self.epoch_gap is None else self.epoch_gap
+        left = (self.pace.until - self.pace.after - self.state.clock.spent()
+                - epoch_ends * per_epoch)
+        room = stage.epochs * steps_per_epoch  # the stage's epochs bound its steps
+        stage.horizon.steps = min(room, done + max(0, int(left / per_step)))  # done: stop
+
+    def on_epoch_end(self, trainer, metrics: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        epoch, self.last_epoch = now - self.last_epoch, now
+        self.epoch_gap, self.last_step = now - self.last_step, now  # the next step's own time
+        self.state.save()
+        spent = self.state.clock.spent()
+        paced = self.pace is not None and trainer.stage.stops_at_horizon
+        if paced and self.pace.test_per_val and metrics.get("val_seconds"):
+            self.pace.after = self.pace.test_per_val * metrics["val_seconds"]
+        if (self.deadline is not None and not paced
+                and trainer.epoch < trainer.cfg.train.epochs and spent + epoch > self.deadline):
+            trainer.stop_reason = (f"stopped at the time budget after epoch {metrics['epoch']}"
+                                   f" ({spent:.0f} s spent; an epoch takes {epoch:.0f} s)")

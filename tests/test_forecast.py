@@ -1,0 +1,71 @@
+"""`imgcls fit`'s forecasts: learning curves fitted to points, a trial's score carried to
+the final run's passes along its family's curves, the shipped priors, and the pruning of
+candidates that cannot win."""
+
+from __future__ import annotations
+
+import pytest
+
+from imgcls.fit.forecast import fit_curves, forecast, shipped_curves
+
+
+def _law(passes: float, floor: float = 0.1, scale: float = 0.5, power: float = 0.8,
+         offset: float = 0.0) -> float:
+    return floor + scale * (passes + offset) ** -power
+
+
+def _points(data: str, family: str, images: int, size: int, level: float = 1.0,
+            passes=(0.2, 0.5, 1, 2, 4, 8)) -> list[dict]:
+    offset = 1.0 if family == "transfer" else 0.0
+    return [{"data": data, "candidate": f"{family}-{size}px", "family": family,
+             "input_size": size, "train_images": images, "passes": p,
+             "test_accuracy": 1 - level * _law(p, offset=offset)} for p in passes]
+
+
+def test_a_curve_is_recovered_from_its_points():
+    (curve,) = fit_curves(_points("a", "scratch", 10_000, 32))
+    for passes in (0.3, 3, 16):  # inside and beyond the measured passes
+        assert curve.error(passes) == pytest.approx(_law(passes), abs=0.005)
+    assert fit_curves(_points("a", "scratch", 10_000, 32, passes=(1, 2))) == []  # too few
+
+
+def test_a_trial_is_carried_along_its_familys_curve():
+    curves = tuple(fit_curves(_points("ref", "scratch", 10_000, 32)))
+    # data twice as hard as the reference, the same shape: a trial after half a pass
+    trial = 1 - 2 * _law(0.5)
+    found = forecast("scratch", 32, 10_000, 10, 8.0, 0.5, trial, curves)
+    assert found.score == pytest.approx(1 - 2 * _law(8.0), abs=0.01)
+    assert found.score > trial + 0.3  # far above the trial's own score
+    alone = forecast("scratch", 32, 10_000, 10, 8.0, curves=curves)  # no trial: the priors
+    assert alone.score == pytest.approx(1 - _law(8.0), abs=0.01)
+    assert alone.trial_score is None and "priors alone" in alone.describe()
+    assert forecast("transfer", 32, 10_000, 10, 8.0, curves=curves) is None  # no curve
+
+
+def test_the_nearest_reference_data_weighs_most():
+    small = _points("small", "scratch", 2_000, 32, passes=(1, 3, 10, 30))
+    for p in small:  # a few images: levels off early
+        p["test_accuracy"] = 0.75 - 0.3 / p["passes"]
+    curves = tuple(fit_curves(small + _points("big", "scratch", 50_000, 32)))
+    trial = 0.45
+    near_small = forecast("scratch", 32, 2_500, 5, 30, 1.0, trial, curves).score
+    near_big = forecast("scratch", 32, 40_000, 5, 30, 1.0, trial, curves).score
+    assert near_big > near_small + 0.1
+
+
+def test_the_shipped_priors_see_cifars_crossover():
+    """On CIFAR-10, a head on ImageNet features beats fastnet94 from scratch in a short
+    final run, and loses to it in a long one (docs/fit.md: 5 against 15-30 minutes); the
+    trials alone ranked transfer first at every budget."""
+    curves = shipped_curves()
+    assert {c.family for c in curves} == {"scratch", "transfer"}
+
+    def scores(scratch_passes: float, transfer_passes: float) -> tuple[float, float]:
+        scratch = forecast("scratch", 32, 49_000, 10, scratch_passes, 0.33, 0.432, curves)
+        transfer = forecast("transfer", 64, 49_000, 10, transfer_passes, 0.0, 0.71, curves)
+        return scratch.score, transfer.score
+
+    short_scratch, short_transfer = scores(0.8, 0.35)  # 5 minutes on a 2-core Zen 3
+    long_scratch, long_transfer = scores(6.5, 4.0)  # 30 minutes
+    assert short_transfer > short_scratch + 0.02
+    assert long_scratch > long_transfer + 0.02
