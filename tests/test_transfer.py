@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import LEARN_SEED, at_least, make_image_folder, tiny_config
+from conftest import LEARN_SEED, at_least, make_image_folder, tiny_config, without_timing
 from imgcls.config import ConfigError, OptimConfig
 from imgcls.models import create_model
 from imgcls.models.parts import (
@@ -20,6 +20,7 @@ from imgcls.models.parts import (
     trainable_parameters,
 )
 from imgcls.models.pretrained import PretrainedError, apply_state_dict, load_pretrained
+from imgcls.tracking.run import Run
 from imgcls.train import train
 from imgcls.train.callbacks import Callback
 from imgcls.train.optim import create_optimizer
@@ -179,6 +180,28 @@ def two_stages(folder, source_run, head_epochs=HEAD_EPOCHS, **extra):
                            "optim": {"lr": 0.05}},
                           {"name": "fine-tune", "epochs": 2, "fine_tune_at": "features.9",
                            "optim": {"lr": 0.001}, **extra}])
+
+
+def test_a_run_started_from_a_head_only_run_equals_the_whole_run(other_folder, source_run,
+                                                                   tmp_path):
+    """How `imgcls fit` reuses a head-only trial: a two-stage run started where a head-only
+    run of the same seed and settings ended (`Run.start_from`, then resume) trains exactly
+    what it would have trained whole, without computing the head stage again."""
+    whole_cfg = two_stages(other_folder, source_run, head_epochs=3)
+    head_cfg = whole_cfg.model_copy(update={
+        "stages": whole_cfg.stages[:1],
+        "train": whole_cfg.train.model_copy(update={"epochs": 3})})
+    whole, _ = train(whole_cfg, tmp_path / "whole")
+    head, _ = train(head_cfg, tmp_path / "head")
+    started = Run.create(whole_cfg, tmp_path / "started")
+    started.start_from(head)
+    assert started.load_checkpoint("last")["wall_seconds"] == 0.0  # its clock starts now
+    run, summary = train(resume=started.path)
+    assert [m["stage"] for m in run.metrics()] == [1, 1, 1, 2, 2]
+    assert without_timing(run.metrics()) == without_timing(whole.metrics())
+    ours, theirs = (r.load_checkpoint("last")["model"] for r in (run, whole))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert summary["test_accuracy"] == whole.summary()["test_accuracy"]
 
 
 def test_staged_run_freezes_then_fine_tunes(other_folder, source_run, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +20,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """The wheel built from this checkout, installed (without its dependencies, which this
-    interpreter has) into a folder of its own; the environment that imports it from there."""
+    """The wheel built from a copy of this checkout's sources (a build folder left in the
+    checkout could hold stale modules), installed without its dependencies (this
+    interpreter has them) into a folder of its own; the environment that imports it from
+    there."""
     work = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps",
+    source = work / "source"
+    shutil.copytree(ROOT / "src", source / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps",
                     "--no-build-isolation", "-q", "-w", str(work / "dist")], check=True,
                    cwd=work)
     wheel = next((work / "dist").glob("imgcls-*.whl"))

@@ -162,18 +162,20 @@ def fit_(
     set_: SetOption = [],  # noqa: B006
 ) -> None:
     """The best classifier this machine can train on DATA in a time budget: measures the
-    candidates here, races them by successive halving on a validation split, trains the
-    winner with the time that is left. Rerun the same command to continue."""
+    candidates here, races those that can win by successive halving on a validation split,
+    ranked by a forecast of their final score, and trains the winner with the time that is
+    left. Rerun the same command to continue."""
     from imgcls.fit import fit
 
     only = [c.strip() for c in candidates.split(",") if c.strip()] if candidates else None
     result = fit(data, budget, metric, out, seed, set_, only, started=STARTED)
-    s = result.summary
-    spent = result.state["spent_seconds"]
-    budget_s = result.state["settings"]["budget_seconds"]
+    s, record = result.summary, result.record
+    forecast = record.final.forecast_trained
     console.print(f"[bold]{result.out}[/bold]: winner {result.winner}, test accuracy "
-                  f"{s['test_accuracy']:.4f} (plain {s['test_accuracy_plain']:.4f}); "
-                  f"{spent:.0f} s of the {budget_s:.0f} s budget; report "
+                  f"{s['test_accuracy']:.4f} (plain {s['test_accuracy_plain']:.4f}; forecast "
+                  f"{'-' if forecast is None else f'{forecast.score:.4f}'}); "
+                  f"{record.spent_seconds:.0f} s of the "
+                  f"{record.settings.budget_seconds:.0f} s budget; report "
                   f"{result.out / 'fit.md'}, config {result.out / 'winner.yaml'}",
                   soft_wrap=True, highlight=False)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 
 UNITS = {"s": 1, "m": 60, "h": 3600}
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smh])")
@@ -36,14 +37,16 @@ def format_duration(seconds: float) -> str:
 
 
 class Clock:
-    """Seconds spent on a budget: `before` (saved by earlier processes) plus this one's."""
+    """Seconds spent on a budget: `before` (saved by earlier processes) plus this one's,
+    read from `now` (a monotonic clock in seconds; tests pass a fake one)."""
 
-    def __init__(self, budget: float, before: float = 0.0, started: float | None = None):
-        self.budget, self.before = budget, before
-        self.started = time.perf_counter() if started is None else started
+    def __init__(self, budget: float, before: float = 0.0, started: float | None = None,
+                 now: Callable[[], float] = time.perf_counter):
+        self.budget, self.before, self.now = budget, before, now
+        self.started = now() if started is None else started
 
     def spent(self) -> float:
-        return self.before + time.perf_counter() - self.started
+        return self.before + self.now() - self.started
 
     def left(self) -> float:
         return self.budget - self.spent()

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import curve_fit
+from scipy.optimize import OptimizeWarning, curve_fit
 
 PRIORS = Path(str(resources.files("imgcls.fit") / "learning_curves.json"))
 OFFSET = {"transfer": 1.0, "scratch": 0.0}
@@ -91,8 +92,10 @@ def _fit(family: str, passes: list[float], accuracy: list[float]) -> tuple[float
 
     start = (max(0.0, y.min() * 0.8), max(1e-3, y.max() - y.min() * 0.8), 0.5)
     try:
-        params, _ = curve_fit(law, x, y, p0=start, bounds=([0, 0, 0.05], [0.95, 5, 3]),
-                              maxfev=20000)
+        with warnings.catch_warnings():  # 3 points leave no covariance; it is not used
+            warnings.simplefilter("ignore", OptimizeWarning)
+            params, _ = curve_fit(law, x, y, p0=start, bounds=([0, 0, 0.05], [0.95, 5, 3]),
+                                  maxfev=20000)
     except (RuntimeError, ValueError):
         return None
     return tuple(float(p) for p in params)

@@ -3,7 +3,6 @@ its last stage's horizon moved after every step to where the time runs out."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,16 +39,17 @@ class BudgetHeartbeat(Callback):
     def __init__(self, state: FitState, deadline: float | None = None,
                  pace: Pace | None = None):
         self.state, self.deadline, self.pace = state, deadline, pace
-        self.last_epoch = self.last_step = time.perf_counter()
+        self.now = state.clock.now  # the fit's clock: real, or a test's fake one
+        self.last_epoch = self.last_step = self.now()
         self.stage_seen, self.warm = -1, self.WARM_STEPS
         self.step_seconds, self.steps_timed = 0.0, 0
         self.epoch_gap: float | None = None  # measured: validation after an epoch
 
     def on_fit_start(self, trainer) -> None:
-        self.last_epoch = self.last_step = time.perf_counter()
+        self.last_epoch = self.last_step = self.now()
 
     def on_batch_end(self, trainer, images: int) -> None:
-        now = time.perf_counter()
+        now = self.now()
         took, self.last_step = now - self.last_step, now
         stage = trainer.stage
         if self.pace is None or not stage.stops_at_horizon:
@@ -75,7 +75,7 @@ class BudgetHeartbeat(Callback):
         stage.horizon.steps = min(room, done + max(0, int(left / per_step)))  # done: stop
 
     def on_epoch_end(self, trainer, metrics: dict[str, Any]) -> None:
-        now = time.perf_counter()
+        now = self.now()
         epoch, self.last_epoch = now - self.last_epoch, now
         self.epoch_gap, self.last_step = now - self.last_step, now  # the next step's own time
         self.state.save()

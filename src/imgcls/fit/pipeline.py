@@ -2,17 +2,23 @@
 in a given time, chosen by measurement.
 
 1. Measure: the data (counts, classes, size, channels, balance), then each candidate
-   (`imgcls.experiment.candidates`) for a few steps on this device: training and inference
-   images/s at its input size, which give a first cost model (`imgcls.experiment.cost`).
+   (`imgcls.fit.candidates`) for a few steps on this device: training and inference
+   images/s at its input size, which give a first cost model (`imgcls.fit.cost`).
+   Candidates whose forecast from the priors alone (`imgcls.fit.forecast`) says they cannot
+   win are not raced.
 2. Search, with SEARCH_SHARE of the budget: synchronous successive halving. Round 1 trains
    every candidate that can be tried for an equal share of the round's time (resized to it:
-   fewer steps, or a stratified subset), scored by its best validation figure; the better
-   half goes on to round 2, with twice the time each; the best of the last round wins. Trial
-   runs skip the test split (`train.test: false`). (Optuna's pruners are asynchronous: with
-   one trial at a time the first candidate would run to its end unchallenged.)
+   fewer steps, or a stratified subset); each trial's best validation figure is carried to a
+   forecast of its candidate's score at the end of the final run, and the forecasts rank
+   them: the better half goes on to round 2 with twice the time each (a candidate forecast
+   PRUNE_MARGIN below the best is out at once, so a dominant one ends the search early);
+   the best forecast of the last round wins. Trial runs skip the test split
+   (`train.test: false`). (Optuna's pruners are asynchronous: with one trial at a time the
+   first candidate would run to its end unchallenged.)
 3. Final: the winner, planned with its trial-calibrated cost (the probe's when no trial
    trained its last stage) for the time that is left (less a reserve for the report),
-   trains as an ordinary run folder; its config is saved as winner.yaml for `imgcls train`.
+   trains as an ordinary run folder; its config is saved as winner.yaml for `imgcls train`,
+   and its forecast beside its test accuracy measures the forecast's error.
 
 Trials and the final run are time-paced (`BudgetHeartbeat`): the plan sets their steps, and
 while they train the steps follow the measured seconds per step to the time they have.
@@ -25,7 +31,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +56,21 @@ from imgcls.fit.cost import (
 )
 from imgcls.fit.forecast import Forecast, forecast
 from imgcls.fit.pacing import BudgetHeartbeat, Pace
-from imgcls.fit.report import plan_text, write_fit_report
+from imgcls.fit.records import (
+    CandidateRecord,
+    DataFacts,
+    FinalRecord,
+    FitRecord,
+    MachineFacts,
+    Plan,
+    Settings,
+    TrialRecord,
+)
+from imgcls.fit.report import write_fit_report
 from imgcls.fit.state import FitState
 from imgcls.hardware import machine_line
 from imgcls.log import get_logger
+from imgcls.models.timm_models import TIMM_PREFIX, timm_id
 from imgcls.recipes import CONFIGS
 from imgcls.tracking.io import atomic_write_text
 from imgcls.tracking.run import Run
@@ -84,7 +101,7 @@ class FitResult:
     winner: str
     run: Run
     summary: dict[str, Any]
-    state: dict[str, Any]
+    record: FitRecord
 
 
 # -- the data --------------------------------------------------------------------------------
@@ -108,22 +125,22 @@ def base_config(data: str | Path, overrides: list[str]) -> tuple[Config, int, li
     return cfg, native, lines
 
 
-def data_facts(splits: DataSplits) -> dict[str, Any]:
+def data_facts(splits: DataSplits, native_size: int) -> DataFacts:
     counts = splits.counts()
     train = counts["train"]
-    return {"classes": splits.classes, "train_images": sum(train),
-            "val_images": sum(counts.get("val", [])), "test_images": sum(counts["test"]),
-            "per_class_train": train, "imbalance": max(train) / max(min(train), 1),
-            "stored_size": splits.image_size, "channels": splits.channels,
-            "load_seconds": splits.seconds}
+    return DataFacts(classes=splits.classes, train_images=sum(train),
+                     val_images=sum(counts.get("val", [])), test_images=sum(counts["test"]),
+                     per_class_train=train, imbalance=max(train) / max(min(train), 1),
+                     stored_size=splits.image_size, channels=splits.channels,
+                     load_seconds=splits.seconds, native_size=native_size)
 
 
-def machine_facts(cfg: Config) -> dict[str, Any]:
+def machine_facts(cfg: Config) -> MachineFacts:
     device = resolve_device(cfg.train.device)
     precision = resolve_precision(cfg.train.amp, device)
-    return {"device": device.type, "line": machine_line(precision.describe()),
-            "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
+    return MachineFacts(device=device.type, line=machine_line(precision.describe()),
+                        threads=torch.get_num_threads(), torch=torch.__version__,
+                        python=platform.python_version())
 
 
 # -- the steps -------------------------------------------------------------------------------
@@ -150,149 +167,139 @@ def _resized_stage(candidate: Candidate) -> int | None:
     return len(candidate.config.stages) - 1 if candidate.config.stages else None
 
 
-def _measure(state: FitState, candidates: list[Candidate], facts: dict[str, Any]
+def _measure(state: FitState, candidates: list[Candidate], facts: DataFacts
              ) -> dict[str, Cost]:
     """Each candidate's cost model: from the probe, or from its latest trial once run."""
-    costs = {}
     loaded: dict[str, float] = {}
     for c in candidates:
-        saved = state.data["candidates"].get(c.name)
-        if saved is None:
-            key = c.config.data.model_dump_json()
-            if key not in loaded:  # decode once into the cache; the runs then load from it
-                loaded[key] = load_data(c.config.data).seconds
-                loaded[key] = load_data(c.config.data).seconds
-            cost, speed = probe(c, len(facts["classes"]), facts["channels"], loaded[key],
-                                facts["val_images"])
-            saved = {"family": c.family, "about": c.about, "input_size": c.input_size,
-                     "prior": c.prior, **speed, "probe_cost": cost.as_dict()}
-            state.data["candidates"][c.name] = saved
-            state.note(f"measured {c.name}: {speed['train_images_per_second']:.0f} training "
-                       f"images/s, {speed['eval_images_per_second']:.0f} inference images/s "
-                       f"at {c.input_size} px")
-        costs[c.name] = Cost(**saved.get("cost", saved["probe_cost"]))
-    return costs
+        if c.name in state.record.candidates:
+            continue
+        key = c.config.data.model_dump_json()
+        if key not in loaded:  # decode once into the cache; the runs then load from it
+            loaded[key] = load_data(c.config.data).seconds
+            loaded[key] = load_data(c.config.data).seconds
+        cost, speed = probe(c, len(facts.classes), facts.channels, loaded[key],
+                            facts.val_images)
+        state.record.candidates[c.name] = CandidateRecord(
+            family=c.family, about=c.about, input_size=c.input_size, prior=c.prior,
+            probe_cost=cost, **speed)
+        state.note(f"measured {c.name}: {speed['train_images_per_second']:.0f} training "
+                   f"images/s, {speed['eval_images_per_second']:.0f} inference images/s "
+                   f"at {c.input_size} px")
+    return {c.name: state.record.candidates[c.name].current_cost for c in candidates}
 
 
 def _run_trial(state: FitState, out: Path, candidate: Candidate, round_: int,
-               seconds: float, costs: dict[str, Cost], facts: dict[str, Any], metric: str,
-               seed: int) -> dict[str, Any] | None:
+               seconds: float, costs: dict[str, Cost], facts: DataFacts, metric: str,
+               seed: int) -> TrialRecord | None:
     """One trial (or the record of one already run): the candidate resized to `seconds`."""
     name = f"round{round_}-{candidate.name}"
-    trial = next((t for t in state.data["trials"] if t["name"] == name), None)
+    trial = next((t for t in state.record.trials if t.name == name), None)
     if trial is None:  # with an epoch of its resized stage if one fits: that measures it
-        sizing = (size_run(costs[candidate.name], seconds, facts["train_images"],
-                           _min_images(facts))
-                  or size_run(costs[candidate.name], seconds, facts["train_images"],
-                              _min_images(facts), head_only=candidate.head_only_possible))
+        cost = costs[candidate.name]
+        sizing = (size_run(cost, seconds, facts.train_images, facts.min_images)
+                  or size_run(cost, seconds, facts.train_images, facts.min_images,
+                              head_only=candidate.head_only_possible))
         if sizing is None:
             return None
-        trial = {"name": name, "candidate": candidate.name, "round": round_,
-                 "allotted_seconds": seconds, **_plan(candidate, sizing, facts),
-                 "predicted_seconds": sizing.seconds, "starts_at": state.clock.spent(),
-                 "run_dir": f"trials/{name}"}
-        state.data["trials"].append(trial)
+        trial = TrialRecord(name=name, candidate=candidate.name, round=round_,
+                            allotted_seconds=seconds, predicted_seconds=sizing.seconds,
+                            starts_at=state.clock.spent(), run_dir=f"trials/{name}",
+                            **_plan(candidate, sizing, facts).model_dump())
+        state.record.trials.append(trial)
         state.save()
-    if "score" in trial:
+    if trial.finished:
         return trial
     cfg = _sized_config(candidate, trial, facts, seed, name, test=False)
-    fresh = not Run(out / trial["run_dir"]).is_run()  # else resumed: part ran before
+    fresh = not Run(out / trial.run_dir).is_run()  # else resumed: part ran before
     start = time.perf_counter()
-    cost = costs[candidate.name]
-    run, summary = _train(cfg, out / trial["run_dir"], state,
-                          pace=Pace(trial["starts_at"] + seconds, 0.0, cost.per_epoch))
+    run, summary = _train(cfg, out / trial.run_dir, state,
+                          pace=Pace(trial.starts_at + seconds, 0.0,
+                                    costs[candidate.name].per_epoch))
     wall = time.perf_counter() - start if fresh else summary["wall_seconds"]
-    trial.update(score=_score(run, metric), wall_seconds=wall,
-                 stop_reason=summary["stop_reason"], **_trained(run, summary, trial))
-    c = state.data["candidates"][candidate.name]
-    cost = calibrated(costs[candidate.name], summary, run.metrics(), trial["images"],
-                      facts["val_images"], _resized_stage(candidate), wall)
-    c["cost"] = cost.as_dict()
-    costs[candidate.name] = cost
-    state.note(f"trial {name}: {plan_text(trial)} in {trial['wall_seconds']:.1f} s "
-               f"(planned {trial['predicted_seconds']:.1f} s): "
-               f"{metric} {trial['score'] if trial['score'] is None else round(trial['score'], 4)}")
+    _trained(trial, run, summary)
+    trial.score, trial.wall_seconds = _score(run, metric), wall
+    trial.stop_reason, trial.finished = summary["stop_reason"], True
+    cost = calibrated(costs[candidate.name], summary, run.metrics(), trial.images,
+                      facts.val_images, _resized_stage(candidate), wall)
+    state.record.candidates[candidate.name].cost = costs[candidate.name] = cost
+    score = "none" if trial.score is None else f"{trial.score:.4f}"
+    state.note(f"trial {name}: {trial.text()} in {wall:.1f} s (planned "
+               f"{trial.predicted_seconds:.1f} s): {metric} {score}")
     return trial
 
 
-def _plan(candidate: Candidate, sizing: Sizing, facts: dict[str, Any]) -> dict[str, Any]:
+def _plan(candidate: Candidate, sizing: Sizing, facts: DataFacts) -> Plan:
     """A trial's or the final run's sizing as recorded in fit.json: the resized stage's
     epochs begun, its images and planned optimizer steps (None: head-only)."""
-    images = sizing.images(facts["train_images"])
-    steps = (steps_for(sizing, facts["train_images"], candidate.config.train.batch_size)
+    steps = (steps_for(sizing, facts.train_images, candidate.config.train.batch_size)
              if sizing.epochs else None)
-    return {"epochs": sizing.epochs, "images": images, "steps": steps,
-            "passes": sizing.passes}
+    return Plan(epochs=sizing.epochs, images=sizing.images(facts.train_images), steps=steps,
+                passes=sizing.passes)
 
 
-def _sized_config(candidate: Candidate, plan: dict[str, Any], facts: dict[str, Any],
-                  seed: int, name: str, test: bool = True, stretch: float = 0.5) -> Config:
-    subset = None if plan["images"] == facts["train_images"] else plan["images"]
-    return resized(candidate, plan["epochs"], subset, seed, name, test, plan["steps"],
-                   stretch)
+def _sized_config(candidate: Candidate, plan: Plan, facts: DataFacts, seed: int, name: str,
+                  test: bool = True, stretch: float = 0.5) -> Config:
+    subset = None if plan.images == facts.train_images else plan.images
+    return resized(candidate, plan.epochs, subset, seed, name, test, plan.steps, stretch)
 
 
-def _trained(run: Run, summary: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+def _trained(plan: Plan, run: Run, summary: dict[str, Any]) -> None:
     """What a paced run trained in the end: its resized stage's steps and images."""
-    if not plan["steps"]:
-        return {}
-    steps = summary["last_stage_steps"]
-    per_epoch = steps_per_epoch(plan["images"], run.config().train.batch_size)
-    return {"steps": steps, "passes": steps / per_epoch * plan["images"]}
+    if plan.steps:
+        plan.steps = summary["last_stage_steps"]
+        per_epoch = steps_per_epoch(plan.images, run.config().train.batch_size)
+        plan.passes = plan.steps / per_epoch * plan.images
 
 
-def _min_images(facts: dict[str, Any]) -> int:
-    """The fewest training images a run is worth: 20 per class, 256 at least, or all."""
-    return min(facts["train_images"], max(20 * len(facts["classes"]), 256))
-
-
+# -- forecasts -------------------------------------------------------------------------------
 def _final_room(state: FitState) -> float:
     """The seconds the final run gets once the search has taken its share."""
     budget = state.clock.budget
-    search_end = state.data.get("search_ends_at", state.clock.spent() + SEARCH_SHARE * budget)
+    search_end = state.record.search_ends_at
+    if search_end is None:
+        search_end = state.clock.spent() + SEARCH_SHARE * budget
     return budget - search_end - max(1.0, RESERVE * budget)
 
 
-def _final_passes(candidate: Candidate, cost: Cost, seconds: float, facts: dict[str, Any]
+def _final_passes(candidate: Candidate, cost: Cost, seconds: float, facts: DataFacts
                   ) -> float | None:
     """The passes over all the training images that the candidate's last stage makes in a
     final run of `seconds` (0: head-only; a subset counts its images); None if none fits."""
-    sizing = size_run(cost, seconds, facts["train_images"], _min_images(facts),
-                      facts["test_images"], views(candidate.config.train.tta),
-                      candidate.head_only_possible)
-    return None if sizing is None else sizing.passes / facts["train_images"]
+    sizing = size_run(cost, seconds, facts.train_images, facts.min_images, facts.test_images,
+                      views(candidate.config.train.tta), candidate.head_only_possible)
+    return None if sizing is None else sizing.passes / facts.train_images
 
 
-def _forecast(state: FitState, candidate: Candidate, facts: dict[str, Any], passes: float
+def _forecast(state: FitState, candidate: Candidate, facts: DataFacts, passes: float
               ) -> Forecast | None:
     """The candidate's score after `passes` of its last stage: from its latest trial where
     it has one (its own score where no reference curve of its family exists), else from
     the priors alone (None without a curve)."""
-    trials = [t for t in state.data["trials"]
-              if t["candidate"] == candidate.name and t.get("score") is not None]
-    trial = trials[-1] if trials else None
-    trial_passes = trial["passes"] / facts["train_images"] if trial else None
-    found = forecast(candidate.family, candidate.input_size, facts["train_images"],
-                     len(facts["classes"]), passes, trial_passes, trial and trial["score"])
-    if found is None and trial:
-        found = Forecast(trial["score"], passes, trial_passes, trial["score"])
-    return found
+    scored = state.record.scored(candidate.name)
+    if not scored:
+        return forecast(candidate.family, candidate.input_size, facts.train_images,
+                        len(facts.classes), passes)
+    trial = scored[-1]
+    trial_passes = trial.passes / facts.train_images
+    return (forecast(candidate.family, candidate.input_size, facts.train_images,
+                     len(facts.classes), passes, trial_passes, trial.score)
+            or Forecast(trial.score, passes, trial_passes, trial.score))
 
 
 def _prune(state: FitState, candidates: list[Candidate], costs: dict[str, Cost],
-           facts: dict[str, Any]) -> list[Candidate]:
+           facts: DataFacts) -> list[Candidate]:
     """The candidates worth racing: those whose forecast from the priors alone, for a final
     run of the time the search leaves, is within PRIOR_MARGIN of the best forecast; the
     rest are left out, said so (the choice is kept, so a resumed fit races the same)."""
-    if "raced" in state.data:
-        return [c for c in candidates if c.name in state.data["raced"]]
+    if state.record.raced is not None:
+        return [c for c in candidates if c.name in state.record.raced]
     seconds = _final_room(state)
     prior: dict[str, Forecast | None] = {}
     for c in candidates:
         passes = _final_passes(c, costs[c.name], seconds, facts)
         prior[c.name] = None if passes is None else _forecast(state, c, facts, passes)
-        state.data["candidates"][c.name]["prior_forecast"] = (
-            prior[c.name] and prior[c.name].as_dict())
+        state.record.candidates[c.name].prior_forecast = prior[c.name]
     best = max((f.score for f in prior.values() if f), default=None)
     raced = [c for c in candidates
              if best is None or prior[c.name] is None
@@ -301,20 +308,22 @@ def _prune(state: FitState, candidates: list[Candidate], costs: dict[str, Cost],
         if c not in raced:
             state.note(f"{c.name} not raced: forecast {prior[c.name].describe()}, more than "
                        f"{PRIOR_MARGIN:.2f} below the best forecast ({best:.4f})")
-    state.data["raced"] = [c.name for c in raced]
+    state.record.raced = [c.name for c in raced]
     state.save()
     return raced
 
 
+# -- the race --------------------------------------------------------------------------------
 def _search(state: FitState, out: Path, candidates: list[Candidate], costs: dict[str, Cost],
-            facts: dict[str, Any], metric: str, seed: int) -> tuple[Candidate, str]:
+            facts: DataFacts, metric: str, seed: int) -> tuple[Candidate, str]:
     """Successive halving over `candidates` (two rounds; one with two candidates), ranked by
     each one's forecast score at the end of the final run (`_forecast`), not by its
     trial's score; a candidate forecast PRUNE_MARGIN below the best is out at once, so a
     dominant one ends the search early. The winner and why it won."""
     budget = state.clock.budget
-    search_end = state.data.setdefault("search_ends_at", state.clock.spent()
-                                       + SEARCH_SHARE * budget)
+    if state.record.search_ends_at is None:
+        state.record.search_ends_at = state.clock.spent() + SEARCH_SHARE * budget
+    search_end = state.record.search_ends_at
     alive = list(candidates)
     rounds = 1 if len(alive) == 2 else 2
     for r in range(rounds):
@@ -326,14 +335,13 @@ def _search(state: FitState, out: Path, candidates: list[Candidate], costs: dict
             if trial is None:
                 state.note(f"round {r + 1}: {c.name} cannot be tried in {share:.0f} s "
                            f"(its smallest useful trial is longer); out")
-            elif trial["score"] is not None:
+            elif trial.score is not None:
                 passes = _final_passes(c, costs[c.name], _final_room(state), facts)
-                found = None if passes is None else _forecast(state, c, facts, passes)
-                if found is None:
+                trial.forecast = None if passes is None else _forecast(state, c, facts, passes)
+                if trial.forecast is None:
                     state.note(f"round {r + 1}: {c.name} has no final run that fits; out")
                     continue
-                trial["forecast"] = found.as_dict()
-                results.append((found.score, -c.prior, c))
+                results.append((trial.forecast.score, -c.prior, c))
         if not results:
             break
         results.sort(key=lambda t: (t[0], t[1]), reverse=True)
@@ -346,13 +354,13 @@ def _search(state: FitState, out: Path, candidates: list[Candidate], costs: dict
         if len(alive) == 1:  # decided: the rest of the search time goes to the final run
             break
     winner = alive[0]
-    scores = [t for t in state.data["trials"]
-              if t["candidate"] == winner.name and t.get("forecast")]
-    if not scores:
+    forecast_trials = [t for t in state.record.trials
+                       if t.candidate == winner.name and t.forecast is not None]
+    if not forecast_trials:
         return _prior_choice(candidates, "no trial finished within the search share")
-    last = scores[-1]
+    last = forecast_trials[-1]
     return winner, (f"best forecast {metric.removeprefix('val_')} at the end of the final run "
-                    f"({Forecast(**last['forecast']).describe()}, round {last['round']})")
+                    f"({last.forecast.describe()}, round {last.round})")
 
 
 def _prior_choice(candidates: list[Candidate], reason: str) -> tuple[Candidate, str]:
@@ -360,13 +368,13 @@ def _prior_choice(candidates: list[Candidate], reason: str) -> tuple[Candidate, 
     return best, (f"{reason}: the first choice for such data ({best.about})")
 
 
-def _feasible(candidates: list[Candidate], costs: dict[str, Cost], facts: dict[str, Any],
+def _feasible(candidates: list[Candidate], costs: dict[str, Cost], facts: DataFacts,
               seconds: float, state: FitState) -> list[Candidate]:
     """The candidates whose smallest useful final run fits in `seconds`; BudgetTooSmall
     (with the smallest useful budget) when none does."""
-    test = facts["test_images"]
-    smallest = {c.name: smallest_run(costs[c.name], facts["train_images"], _min_images(facts),
-                                     test, views(c.config.train.tta), c.head_only_possible)
+    smallest = {c.name: smallest_run(costs[c.name], facts.train_images, facts.min_images,
+                                     facts.test_images, views(c.config.train.tta),
+                                     c.head_only_possible)
                 for c in candidates}
     fits = [c for c in candidates if smallest[c.name] <= seconds]
     if not fits:
@@ -376,7 +384,7 @@ def _feasible(candidates: list[Candidate], costs: dict[str, Cost], facts: dict[s
             f"budget {format_duration(state.clock.budget)} is too small for any candidate on "
             f"this data on this machine: the smallest useful budget is about "
             f"{format_duration(ceil_seconds(need))} ({cheapest}: one epoch over "
-            f"{_min_images(facts):,} images plus the test, after "
+            f"{facts.min_images:,} images plus the test, after "
             f"{state.clock.spent():.0f} s of measuring)")
     for c in candidates:
         if c not in fits:
@@ -386,66 +394,104 @@ def _feasible(candidates: list[Candidate], costs: dict[str, Cost], facts: dict[s
 
 
 def _choose(state: FitState, out: Path, candidates: list[Candidate], costs: dict[str, Cost],
-            facts: dict[str, Any], metric: str, seed: int) -> Candidate:
-    if "winner" in state.data:
-        return next(c for c in candidates if c.name == state.data["winner"])
+            facts: DataFacts, metric: str, seed: int) -> Candidate:
+    record = state.record
+    if record.winner is not None:
+        return next(c for c in candidates if c.name == record.winner)
     if len(candidates) == 1:
-        left = len(state.data["candidates"]) > 1  # the others: ruled out, said above
+        left = len(record.candidates) > 1  # the others: ruled out, said above
         winner, why = candidates[0], "the only candidate left" if left else "the only candidate"
-    elif facts["val_images"] < MIN_VAL_IMAGES:
-        winner, why = _prior_choice(candidates, f"only {facts['val_images']} validation "
+    elif facts.val_images < MIN_VAL_IMAGES:
+        winner, why = _prior_choice(candidates, f"only {facts.val_images} validation "
                                     f"images (fewer than {MIN_VAL_IMAGES} cannot rank)")
     else:
         winner, why = _search(state, out, candidates, costs, facts, metric, seed)
-    state.data.update(winner=winner.name, why=why)
+    record.winner, record.why = winner.name, why
     state.note(f"winner: {winner.name}, {why}")
     return winner
 
 
-def _final(state: FitState, out: Path, winner: Candidate, cost: Cost,
-           facts: dict[str, Any], seed: int) -> tuple[Run, dict[str, Any]]:
-    final = state.data.get("final")
+# -- the final run ---------------------------------------------------------------------------
+def _reusable_trial(state: FitState, winner: Candidate, facts: DataFacts
+                    ) -> TrialRecord | None:
+    """The winner's latest head-only trial on all the training images, run to its end: its
+    run is the final run's head stage, to the bit (same seed, same settings)."""
+    found = [t for t in state.record.trials
+             if t.candidate == winner.name and t.finished and t.steps is None
+             and t.images == facts.train_images and t.stop_reason == "completed"]
+    return found[-1] if found and winner.head_only_possible else None
+
+
+def _plan_final(state: FitState, out: Path, winner: Candidate, cost: Cost, facts: DataFacts,
+                seed: int) -> FinalRecord:
+    """The final run's plan for the time left (less the report's reserve), its forecast,
+    and winner.yaml. A run that starts from a head-only trial has no head stage to pay."""
+    seconds = state.clock.left() - max(1.0, RESERVE * state.clock.budget)
+    reused = _reusable_trial(state, winner, facts)
+    if reused is not None:
+        cost = replace(cost, prefix=0.0, prefix_per_image=0.0)
+    sizing = size_run(cost, seconds, facts.train_images, facts.min_images, facts.test_images,
+                      views(winner.config.train.tta), winner.head_only_possible)
+    if sizing is None:  # the search overran: the smallest run, said so
+        images = facts.min_images
+        sizing = (Sizing(0, images, 0, 0.0) if winner.head_only_possible else
+                  Sizing(1, images, images, 0.0))
+    final = FinalRecord(candidate=winner.name, planned_seconds=seconds,
+                        predicted_seconds=sizing.seconds, run_dir="final", cost=cost,
+                        reused_trial=reused.name if reused else None,
+                        forecast=_forecast(state, winner, facts,
+                                           sizing.passes / facts.train_images),
+                        **_plan(winner, sizing, facts).model_dump())
+    # planned from the probe alone (no trial trained its last stage): more room
+    cfg = _sized_config(winner, final, facts, seed, f"fit-{winner.name}",
+                        stretch=0.5 if cost.measured else 1.0)
+    _write_winner(out, winner, cfg, f"sized to {seconds:.0f} s on this machine")
+    state.record.final = final
+    start = f", from trial {reused.name}'s head stage" if reused else ""
+    state.note(f"final: {winner.name}, {final.text()}{start}, predicted "
+               f"{sizing.seconds:.0f} s of the {seconds:.0f} s left")
+    return final
+
+
+def _final(state: FitState, out: Path, winner: Candidate, cost: Cost, facts: DataFacts,
+           seed: int) -> tuple[Run, dict[str, Any]]:
     budget = state.clock.budget
-    reserve = max(1.0, RESERVE * budget)
-    if final is None:
-        seconds = state.clock.left() - reserve
-        tta_views = views(winner.config.train.tta)
-        sizing = size_run(cost, seconds, facts["train_images"], _min_images(facts),
-                          facts["test_images"], tta_views, winner.head_only_possible)
-        if sizing is None:  # the search overran: the smallest run, said so
-            images = _min_images(facts)
-            sizing = (Sizing(0, images, 0, 0.0) if winner.head_only_possible else
-                      Sizing(1, images, images, 0.0))
-        final = {"candidate": winner.name, **_plan(winner, sizing, facts),
-                 "planned_seconds": seconds, "predicted_seconds": sizing.seconds,
-                 "run_dir": "final", "cost": cost.as_dict()}
-        planned = _forecast(state, winner, facts, sizing.passes / facts["train_images"])
-        final["forecast"] = planned and planned.as_dict()
-        state.data["final"] = final
-        # planned from the probe alone (no trial trained its last stage): more room
-        cfg = _sized_config(winner, final, facts, seed, f"fit-{winner.name}",
-                            stretch=0.5 if cost.measured else 1.0)
-        _write_winner(out, winner, cfg, f"sized to {seconds:.0f} s on this machine")
-        state.note(f"final: {winner.name}, {plan_text(final)}, predicted "
-                   f"{sizing.seconds:.0f} s of the {seconds:.0f} s left")
+    final = state.record.final or _plan_final(state, out, winner, cost, facts, seed)
     cfg = load_config(out / WINNER)
-    cost = Cost(**final["cost"])
-    tested = facts["test_images"] * views(cfg.train.tta)
-    test = cost.test_seconds(tested)
+    run_dir = out / final.run_dir
+    if final.reused_trial and not Run(run_dir).is_run():
+        trial = next(t for t in state.record.trials if t.name == final.reused_trial)
+        Run.create(cfg, run_dir).start_from(Run(out / trial.run_dir))
+    tested = facts.test_images * views(cfg.train.tta)
+    test = final.cost.test_seconds(tested)
     deadline = budget * (1 + DEADLINE_SLACK) - test
-    pace = Pace(budget - reserve, test, cost.per_epoch, tested / max(1, facts["val_images"]))
-    run, summary = _train(cfg, out / final["run_dir"], state, deadline, pace)
-    final.update(wall_seconds=summary["wall_seconds"],
-                 test_accuracy=summary["test_accuracy"], **_trained(run, summary, final))
-    trained = _forecast(state, winner, facts, final["passes"] / facts["train_images"])
-    if trained is not None:  # the forecast for what the paced run really trained
-        final.update(forecast_trained=trained.as_dict(),
-                     forecast_error=summary["test_accuracy"] - trained.score)
-    if final["steps"]:  # what the paced run took, so `imgcls train` repeats it
-        cfg = load_config(out / WINNER, [f"train.steps={final['steps']}"])
-        _write_winner(out, winner, cfg, f"its final run took {final['steps']:,} steps "
+    pace = Pace(budget - max(1.0, RESERVE * budget), test, final.cost.per_epoch,
+                tested / max(1, facts.val_images))
+    run, summary = _train(cfg, run_dir, state, deadline, pace)
+    _trained(final, run, summary)
+    final.wall_seconds, final.test_accuracy = summary["wall_seconds"], summary["test_accuracy"]
+    final.forecast_trained = _forecast(state, winner, facts, final.passes / facts.train_images)
+    if final.forecast_trained is not None:  # for what the paced run really trained
+        final.forecast_error = final.test_accuracy - final.forecast_trained.score
+    if final.steps:  # what the paced run took, so `imgcls train` repeats it
+        cfg = load_config(out / WINNER, [f"train.steps={final.steps}"])
+        _write_winner(out, winner, cfg, f"its final run took {final.steps:,} steps "
                       f"in {summary['wall_seconds']:.0f} s on this machine")
     return run, summary
+
+
+def _selected(candidates: list[Candidate], only: list[str]) -> list[Candidate]:
+    """The candidates `--candidates` names: by name, or a `timm:` model at every size."""
+    def named(c: Candidate, name: str) -> bool:
+        return c.name == name or (name.startswith(TIMM_PREFIX)
+                                  and c.name.startswith(timm_id(name) + "-"))
+
+    unknown = sorted(n for n in only if not any(named(c, n) for c in candidates))
+    if unknown:
+        raise ConfigError(f"--candidates {', '.join(unknown)}: not among this data's "
+                          f"candidates: {', '.join(c.name for c in candidates)} (or a "
+                          "timm:NAME.TAG with weights)")
+    return [c for c in candidates if any(named(c, n) for n in only)]
 
 
 def _write_winner(out: Path, winner: Candidate, cfg: Config, sized: str) -> None:
@@ -468,33 +514,29 @@ def fit(data: str | Path, budget: str | float, metric: str = "accuracy",
     overrides = list(overrides)
     base, native, lines = base_config(data, overrides)
     out = Path(out) if out else Path("runs") / f"fit-{base.name}-{format_duration(seconds)}"
-    settings = {"data": str(data), "budget_seconds": seconds, "metric": metric, "seed": seed,
-                "overrides": overrides, "only": list(only) if only else None}
+    settings = Settings(data=str(data), budget_seconds=seconds, metric=metric, seed=seed,
+                        overrides=overrides, only=list(only) if only else None)
     out.mkdir(parents=True, exist_ok=True)
     state = FitState(out, settings, seconds, started)
-    if state.data.get("done"):
-        winner = state.data["winner"]
-        run = Run(out / state.data["final"]["run_dir"])
-        return FitResult(out, winner, run, run.summary(), state.data)
-    if "data" not in state.data:
+    record = state.record
+    if record.done:
+        run = Run(out / record.final.run_dir)
+        return FitResult(out, record.winner, run, run.summary(), record)
+    if record.data is None:
         for line in lines:
             state.note(line)
-        splits = load_data(base.data)
-        state.data.update(data={**data_facts(splits), "native_size": native},
-                          machine=machine_facts(base))
-        state.note(f"machine: {state.data['machine']['line']}")
-    facts = state.data["data"]
-    candidates = candidates_for(base, facts["native_size"], facts["train_images"],
-                                len(facts["classes"]), state.data["machine"]["device"],
-                                overrides=overrides)
+        record.data = data_facts(load_data(base.data), native)
+        record.machine = machine_facts(base)
+        state.note(f"machine: {record.machine.line}")
+    facts = record.data
+    asked = [name for name in only or [] if name.startswith(TIMM_PREFIX)]
+    candidates = candidates_for(base, facts.native_size, facts.train_images,
+                                len(facts.classes), record.machine.device,
+                                overrides=overrides, timm_models=asked)
     if only:
-        unknown = sorted(set(only) - {c.name for c in candidates})
-        if unknown:
-            raise ConfigError(f"--candidates {', '.join(unknown)}: not among this data's "
-                              f"candidates: {', '.join(c.name for c in candidates)}")
-        candidates = [c for c in candidates if c.name in only]
+        candidates = _selected(candidates, only)
     costs = _measure(state, candidates, facts)
-    if "winner" not in state.data:
+    if record.winner is None:
         room = state.clock.left() - max(1.0, RESERVE * seconds)
         if len(candidates) > 1:
             room *= 1 - SEARCH_SHARE  # what the final run gets if a search runs
@@ -504,7 +546,7 @@ def fit(data: str | Path, budget: str | float, metric: str = "accuracy",
     winner = _choose(state, out, candidates, costs, facts, METRICS[metric], seed)
     run, summary = _final(state, out, winner, costs[winner.name], facts, seed)
     state.save()
-    write_fit_report(out, state.data)
-    state.data["done"] = True  # after the report: a fit killed while writing it redoes it
+    write_fit_report(out, record)
+    record.done = True  # after the report: a fit killed while writing it redoes it
     state.save()  # the report's seconds count too
-    return FitResult(out, winner.name, run, summary, state.data)
+    return FitResult(out, winner.name, run, summary, record)

@@ -1,107 +1,104 @@
-"""`imgcls fit`'s report: what was tried, what each candidate cost and scored, why the
-winner won, and where the budget went; fit.md with a table, and fit.png."""
+"""`imgcls fit`'s report, built from its typed record: what was raced, what each candidate
+cost, scored and was forecast to reach, why the winner won, the final run's forecast beside
+its result, and where the budget went; fit.md with a table, and fit.png."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from imgcls.experiment.results import markdown_table
+from imgcls.fit.forecast import Forecast
+from imgcls.fit.records import FinalRecord, FitRecord
 from imgcls.report.plots import fit_trials, save_figure
 from imgcls.tracking.io import atomic_write_text
 
 
-def plan_text(plan: dict[str, Any]) -> str:
-    """A trial's or the final run's training: its resized stage's steps and epochs."""
-    if not plan.get("steps"):
-        return f"head only on {plan['images']:,} images"
-    return (f"{plan['steps']:,} steps ({plan['passes'] / plan['images']:.2f} epochs of "
-            f"{plan['images']:,} images)")
+def forecast_text(found: Forecast | None) -> str:
+    """A forecast's score and the final run's passes it is for ('-': none made)."""
+    if found is None:
+        return "-"
+    basis = "" if found.trial_score is not None else ", priors only"
+    return f"{found.score:.4f} at {found.passes:.2f} passes{basis}"
 
 
-def candidate_rows(state: dict[str, Any]) -> list[dict[str, str]]:
-    """One row per candidate: its measured speed and each of its trials."""
-    final = state.get("final") or {}
+def candidate_rows(record: FitRecord) -> list[dict[str, str]]:
+    """One row per candidate: its measured speed, each of its trials and its forecast."""
+    final = record.final
     rows = []
-    for name, c in state["candidates"].items():
-        trials = [t for t in state["trials"] if t["candidate"] == name]
-        done = [t for t in trials if t.get("score") is not None]
-        if name == state.get("winner"):
+    for name, c in record.candidates.items():
+        done = record.scored(name)
+        if name == record.winner:
             verdict = "winner"
+            if final is not None and final.test_accuracy is not None:
+                verdict += f" (final: test {final.test_accuracy:.4f})"
         elif done:
-            verdict = f"out after round {max(t['round'] for t in done)}"
+            verdict = f"out after round {max(t.round for t in done)}"
+        elif record.raced is not None and name not in record.raced:
+            verdict = "not raced (forecast)"
         else:
             verdict = "not tried"
+        latest = [t.forecast for t in done if t.forecast is not None]
         rows.append({
-            "candidate": name, "family": c["family"], "input px": str(c["input_size"]),
-            "train img/s": f"{c['train_images_per_second']:.0f}",
-            "forecast": _forecast_text(done[-1].get("forecast") if done
-                                       else c.get("prior_forecast")),
+            "candidate": name, "family": c.family, "input px": str(c.input_size),
+            "train img/s": f"{c.train_images_per_second:.0f}",
             "trials (training: s, score)": "; ".join(
-                f"r{t['round']} {plan_text(t)}: {t['wall_seconds']:.0f} s, {t['score']:.4f}"
+                f"r{t.round} {t.text()}: {t.wall_seconds:.0f} s, {t.score:.4f}"
                 for t in done) or "-",
-            "result": verdict + (f" (final: test {final['test_accuracy']:.4f})"
-                                 if name == state.get("winner") and "test_accuracy" in final
-                                 else "")})
+            "forecast": forecast_text(latest[-1] if latest else c.prior_forecast),
+            "result": verdict})
     return rows
 
 
-def _forecast_text(forecast: dict[str, Any] | None) -> str:
-    """A forecast's score and the final run's passes it is for ('-': none made)."""
-    if not forecast:
-        return "-"
-    basis = "" if forecast.get("trial_score") is not None else ", priors only"
-    return f"{forecast['score']:.4f} at {forecast['passes']:.2f} passes{basis}"
-
-
-def forecast_line(final: dict[str, Any]) -> str:
+def forecast_line(final: FinalRecord | None) -> str:
     """The final run's forecast beside its result: the forecast's error, measured."""
-    if not final.get("forecast_trained"):
+    if final is None or final.forecast_trained is None or final.test_accuracy is None:
         return "No forecast for the final run (no learning curve of its family)."
-    return (f"Forecast for the final run: {_forecast_text(final['forecast'])} as planned, "
-            f"{_forecast_text(final['forecast_trained'])} as trained; test "
-            f"{final['test_accuracy']:.4f}: forecast error "
-            f"{100 * final['forecast_error']:+.1f} points.")
+    return (f"Forecast for the final run: {forecast_text(final.forecast)} as planned, "
+            f"{forecast_text(final.forecast_trained)} as trained; test "
+            f"{final.test_accuracy:.4f}: forecast error {100 * final.forecast_error:+.1f} "
+            "points.")
 
 
-def phase_seconds(state: dict[str, Any]) -> dict[str, float]:
+def phase_seconds(record: FitRecord) -> dict[str, float]:
     """Seconds spent measuring, on trials, on the final run (and in between)."""
-    trials = sum(t.get("wall_seconds", 0.0) for t in state["trials"])
-    final = (state.get("final") or {}).get("wall_seconds", 0.0)
-    other = max(0.0, state["spent_seconds"] - trials - final)
+    trials = sum(t.wall_seconds or 0.0 for t in record.trials)
+    final = (record.final.wall_seconds if record.final else None) or 0.0
+    other = max(0.0, record.spent_seconds - trials - final)
     return {"measuring and planning": other, "trials": trials, "final run": final}
 
 
-def write_fit_report(out: Path, state: dict[str, Any]) -> Path:
-    budget = state["settings"]["budget_seconds"]
-    final = state.get("final") or {}
-    spent = phase_seconds(state)
-    metric = state["settings"]["metric"]
-    save_figure(fit_trials(state["trials"], spent, budget, metric.replace("_", "-"),
-                           f"imgcls fit {state['settings']['data']}"), out / "fit.png")
+def write_fit_report(out: Path, record: FitRecord) -> Path:
+    settings, final = record.settings, record.final
+    budget = settings.budget_seconds
+    spent = phase_seconds(record)
+    points = [(t.candidate, t.round, t.wall_seconds, t.score) for t in record.trials
+              if t.finished and t.score is not None]
+    save_figure(fit_trials(points, spent, budget, settings.metric.replace("_", "-"),
+                           f"imgcls fit {settings.data}"), out / "fit.png")
     total = sum(spent.values())
+    result = "not run"
+    if final is not None and final.test_accuracy is not None:
+        result = (f"{final.text()}): test accuracy {final.test_accuracy:.4f}, "
+                  f"{final.wall_seconds:.0f} s (predicted {final.predicted_seconds:.0f} s")
     lines = [
-        f"# imgcls fit: {state['settings']['data']}, budget {budget:.0f} s",
+        f"# imgcls fit: {settings.data}, budget {budget:.0f} s",
         "",
-        f"{state['machine']['line']}",
+        record.machine.line if record.machine else "",
         "",
-        f"**Winner: {state.get('winner')}**, {state.get('why', '')}. Final run `final/` "
-        f"({plan_text(final) if final else 'not run'}): test accuracy "
-        f"{final.get('test_accuracy', float('nan')):.4f}, "
-        f"{final.get('wall_seconds', 0):.0f} s (predicted {final.get('predicted_seconds', 0):.0f}"
-        " s). Rerun it: `imgcls train winner.yaml`.",
+        f"**Winner: {record.winner}**, {record.why or ''}. Final run `final/` ({result}). "
+        "Rerun it: `imgcls train winner.yaml`.",
         "",
         forecast_line(final),
         "",
         f"Time: {total:.0f} s of the {budget:.0f} s budget ({100 * total / budget:.1f}%): "
         + ", ".join(f"{k} {v:.0f} s" for k, v in spent.items()) + ".",
         "",
-        markdown_table(candidate_rows(state)),
+        markdown_table(candidate_rows(record)),
         "![trials](fit.png)",
         "",
         "## What happened",
         "",
-        *[f"- {line}" for line in state["log"]],
+        *[f"- {line}" for line in record.log],
         "",
     ]
     return atomic_write_text(out / "fit.md", "\n".join(lines))

@@ -361,21 +361,20 @@ def accuracy_vs_time(curves: dict[str, list[tuple[float, float]]],
     return fig
 
 
-def fit_trials(trials: list[dict[str, Any]], spent: dict[str, float], budget: float,
-               metric_label: str, title: str) -> Figure:
+def fit_trials(trials: list[tuple[str, int, float, float]], spent: dict[str, float],
+               budget: float, metric_label: str, title: str) -> Figure:
     """`imgcls fit`: each trial's validation score against its wall time, by candidate and
-    round (left); where the budget went, by phase, against the budget (right)."""
+    round (left; `trials` as (candidate, round, seconds, score)); where the budget went, by
+    phase, against the budget (right)."""
     fig, (ax, bar) = plt.subplots(1, 2, figsize=(12, 4.5), width_ratios=[2, 1])
-    names = list(dict.fromkeys(t["candidate"] for t in trials))
+    names = list(dict.fromkeys(name for name, *_ in trials))
     for i, name in enumerate(names):
-        own = [t for t in trials if t["candidate"] == name and t.get("score") is not None]
-        if own:
-            ax.plot([t["wall_seconds"] for t in own], [100 * t["score"] for t in own], "-o",
-                    color=plt.cm.tab10.colors[i % 10], label=name)
-            for t in own:
-                ax.annotate(f"r{t['round']}" if t["round"] else "cal",
-                            (t["wall_seconds"], 100 * t["score"]),
-                            textcoords="offset points", xytext=(4, 4), fontsize=8)
+        own = [t for t in trials if t[0] == name]
+        ax.plot([t[2] for t in own], [100 * t[3] for t in own], "-o",
+                color=plt.cm.tab10.colors[i % 10], label=name)
+        for _, round_, seconds, score in own:
+            ax.annotate(f"r{round_}", (seconds, 100 * score), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
     ax.set(title=title, xlabel="trial wall time (s)", ylabel=f"best validation {metric_label} (%)")
     if names:
         ax.legend(fontsize=8)

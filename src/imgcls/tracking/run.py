@@ -195,6 +195,22 @@ class Run:
     def load_checkpoint(self, name: str, device: Any = "cpu") -> dict[str, Any]:
         return load_checkpoint(self.checkpoint_path(name), device)
 
+    def start_from(self, other: Run) -> None:
+        """Begin this new run where `other` stopped: its checkpoints and metrics, as if this
+        run had trained those epochs, the seconds they took left out (this run's clock
+        starts now); `train(resume=...)` then continues. For a run whose first epochs are
+        `other`'s whole run with the same seed and settings (`imgcls fit`'s final run after
+        its head-only trial): resuming is exact, so the result is the one it would have
+        trained itself."""
+        state = other.load_checkpoint("last")
+        state.update(wall_seconds=0.0, train_seconds=0.0)
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.save_checkpoint("last", state)
+        if other.has_checkpoint("best"):
+            self.save_checkpoint("best", other.load_checkpoint("best"))
+        atomic_write_text(self.path / "metrics.jsonl", "".join(
+            json.dumps(m) + "\n" for m in other.metrics() if m["epoch"] <= state["epoch"]))
+
     # records ----------------------------------------------------------------------------
     def _write(self, name: str, data: dict[str, Any]) -> None:
         atomic_write_json(self.path / name, data)
