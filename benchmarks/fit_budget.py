@@ -55,6 +55,17 @@ def _runs(name: str, budget: str, seeds: list[int], baseline: str, baseline_seed
     return runs
 
 
+def _forecasts(record) -> dict[str, float | None]:
+    """Each candidate's last forecast of its final score (from its last trial, else from
+    the priors): for losers, held against their runs alone (`--alone`)."""
+    found = {}
+    for name, c in record.candidates.items():
+        trials = [t.forecast for t in record.trials if t.candidate == name and t.forecast]
+        last = trials[-1] if trials else c.prior_forecast
+        found[name] = last.score if last else None
+    return found
+
+
 def _record(result, seconds: float) -> dict:
     record, final = result.record, result.record.final
     return {"test_accuracy": result.summary["test_accuracy"], "winner": result.winner,
@@ -65,6 +76,7 @@ def _record(result, seconds: float) -> dict:
             "forecast_error": final.forecast_error,
             "search_seconds": sum(t.wall_seconds or 0.0 for t in record.trials),
             "raced": record.raced, "tta": result.summary["tta"],
+            "forecasts": _forecasts(record),
             "test_accuracy_plain": result.summary["test_accuracy_plain"]}
 
 

@@ -30,14 +30,14 @@ from imgcls.hardware import machine_line
 from imgcls.tracking.io import atomic_write_json
 from imgcls.train import train
 
-# data archive (with an optional training subset) -> candidate -> passes of its last stage
+# data archive (`NAME@N`: a stratified subset of N training images) -> candidate -> passes
+# of its last stage
 GRID: dict[str, dict[str, list[float]]] = {
     "flower_photos-256": {"lite0-transfer-224px": [0, 1, 3],
-                          "lite0-transfer-128px": [0, 1, 3], "fastnet94-32px": [3, 10]},
+                          "lite0-transfer-128px": [0, 1, 3], "fastnet94-32px": [3, 10, 30]},
     "cifar10-jpeg": {"fastnet94-32px": [0.16, 0.33, 0.65, 1.3],
                      "lite0-transfer-64px": [0, 0.1, 1.0]},
     "flowers5-128": {"fastnet94-32px": [1, 3, 10], "lite0-transfer-128px": [0, 1]},
-    "cifar10-jpeg@5000": {"fastnet94-32px": [2, 8]},
 }
 
 

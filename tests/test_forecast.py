@@ -22,11 +22,22 @@ def _points(data: str, family: str, images: int, size: int, level: float = 1.0,
              "test_accuracy": 1 - level * _law(p, offset=offset)} for p in passes]
 
 
-def test_a_curve_is_recovered_from_its_points():
+def test_a_curve_is_exact_where_measured_and_cautious_beyond():
     (curve,) = fit_curves(_points("a", "scratch", 10_000, 32))
-    for passes in (0.3, 3, 16):  # inside and beyond the measured passes
-        assert curve.error(passes) == pytest.approx(_law(passes), abs=0.005)
+    for passes in (0.2, 1, 8):  # measured
+        assert curve.error(passes) == pytest.approx(_law(passes), rel=1e-9)
+    for passes in (0.3, 3):  # between: joined in log-log
+        assert curve.error(passes) == pytest.approx(_law(passes), rel=0.02)
+    assert _law(64) < curve.error(64) < curve.error(8)  # beyond: still falling, not too fast
     assert fit_curves(_points("a", "scratch", 10_000, 32, passes=(1, 2))) == []  # too few
+
+
+def test_noise_never_makes_more_training_look_worse():
+    points = _points("a", "transfer", 3_000, 128, passes=(0, 1, 3, 10, 30))
+    points[2]["test_accuracy"] -= 0.05  # a bad seed at 3 passes
+    (curve,) = fit_curves(points)
+    errors = [curve.error(p) for p in (0, 1, 2, 3, 5, 10, 30, 100)]
+    assert errors == sorted(errors, reverse=True)
 
 
 def test_a_trial_is_carried_along_its_familys_curve():

@@ -10,53 +10,67 @@ points below the fast recipe (docs/fit.md). So `imgcls fit` ranks forecasts:
   (benchmarks/learning_curves.py writes them into this package's learning_curves.json):
   test accuracy against the passes over the training data of a candidate's last stage (0
   for a transfer candidate's head alone), per family, data set and input size. Each curve
-  is fitted as error = floor + scale * (passes + offset) ^ -power (offset 1 for transfer,
-  whose 0 passes is its head; 0 from scratch).
+  is its measured error made non-increasing and joined in log error against log passes
+  (passes + 1 for transfer, whose 0 passes is its head alone): `Curve`.
 - **Shape from the priors, level from the trial**: a candidate whose trial scored s after
   `t` passes is forecast to err (1 - s) * e(f) / e(t) after the final run's `f` passes,
   e(.) the reference curves of its family, their log-ratios averaged with weights that
   fall with the distance in log training images and log input size from this data.
 - **No trial yet**: the reference curves' own error at `f` passes, averaged the same way;
-  a forecast that says a candidate cannot win (PRUNE_MARGIN below the best) keeps it out
-  of the race.
+  a forecast that says a candidate cannot win (by a margin: `imgcls.fit.pipeline`) keeps
+  it out of the race.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import warnings
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import OptimizeWarning, curve_fit
 
 PRIORS = Path(str(resources.files("imgcls.fit") / "learning_curves.json"))
 OFFSET = {"transfer": 1.0, "scratch": 0.0}
 MIN_PASSES = 0.02  # a scratch run shorter than this has no curve to stand on
+TAIL = 0.5  # beyond the longest measured run, the error falls at this share of its last slope
 SIZE_WEIGHT = 0.5  # input size counts half as much as the data's size in the distance
 
 
 @dataclass(frozen=True)
 class Curve:
-    """One reference curve: error = floor + scale * (passes + offset) ** -power."""
+    """One reference curve: the measured error against passes, made non-increasing (pool
+    adjacent violators: noise between seeds and lengths must not make more training look
+    worse), joined linearly in log error against log (passes + offset), and continued
+    before its first point along its first segment and beyond its last at TAIL times its
+    last segment's slope (a learning curve flattens toward a floor), never steeper than
+    its average slope: exact where it was measured, cautious where it was not."""
 
     family: str
     data: str
     candidate: str
     input_size: int
     train_images: int
-    floor: float
-    scale: float
-    power: float
-    points: int
+    log_x: tuple[float, ...]
+    log_error: tuple[float, ...]
+
+    @property
+    def points(self) -> int:
+        return len(self.log_x)
 
     def error(self, passes: float) -> float:
-        x = max(passes, 0.0) + OFFSET[self.family]
-        return self.floor + self.scale * max(x, MIN_PASSES) ** -self.power
+        x = math.log(max(max(passes, 0.0) + OFFSET[self.family], MIN_PASSES))
+        lx, ly = self.log_x, self.log_error
+        average = (ly[-1] - ly[0]) / (lx[-1] - lx[0])
+        if x > lx[-1]:  # flattening toward a floor: half the last segment's slope
+            slope = TAIL * max((ly[-1] - ly[-2]) / (lx[-1] - lx[-2]), average)
+            return math.exp(ly[-1] + min(slope, 0.0) * (x - lx[-1]))
+        if x < lx[0]:
+            slope = max((ly[1] - ly[0]) / (lx[1] - lx[0]), average)
+            return math.exp(ly[0] + min(slope, 0.0) * (x - lx[0]))
+        return math.exp(float(np.interp(x, lx, ly)))
 
     def distance(self, train_images: int, input_size: int) -> float:
         return (abs(math.log(train_images / self.train_images))
@@ -83,26 +97,21 @@ class Forecast:
         return f"{self.score:.4f} after {self.passes:.2f} passes ({basis})"
 
 
-def _fit(family: str, passes: list[float], accuracy: list[float]) -> tuple[float, ...] | None:
-    x = np.asarray(passes, dtype=float) + OFFSET[family]
-    y = 1.0 - np.asarray(accuracy, dtype=float)
-
-    def law(x, floor, scale, power):
-        return floor + scale * np.maximum(x, MIN_PASSES) ** -power
-
-    start = (max(0.0, y.min() * 0.8), max(1e-3, y.max() - y.min() * 0.8), 0.5)
-    try:
-        with warnings.catch_warnings():  # 3 points leave no covariance; it is not used
-            warnings.simplefilter("ignore", OptimizeWarning)
-            params, _ = curve_fit(law, x, y, p0=start, bounds=([0, 0, 0.05], [0.95, 5, 3]),
-                                  maxfev=20000)
-    except (RuntimeError, ValueError):
-        return None
-    return tuple(float(p) for p in params)
+def _non_increasing(values: list[float], weights: list[float]) -> list[float]:
+    """The closest non-increasing sequence in least squares (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [value, weight, count]
+    for value, weight in zip(values, weights, strict=True):
+        blocks.append([value, weight, 1])
+        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
+            v2, w2, n2 = blocks.pop()
+            v1, w1, n1 = blocks.pop()
+            blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
+    return [v for v, _, n in blocks for _ in range(int(n))]
 
 
 def fit_curves(points: list[dict]) -> list[Curve]:
-    """A curve for each (data, candidate) with points at 3 or more different passes."""
+    """A curve for each (data, candidate) measured at 3 or more different passes (points
+    at the same passes, from several seeds, averaged)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for p in points:
         if p.get("test_accuracy") is not None:
@@ -110,14 +119,19 @@ def fit_curves(points: list[dict]) -> list[Curve]:
     curves = []
     for (data, candidate), group in sorted(groups.items()):
         family = group[0]["family"]
-        if len({round(p["passes"], 3) for p in group}) < 3:
+        by_passes: dict[float, list[float]] = {}
+        for p in group:
+            by_passes.setdefault(round(p["passes"], 3), []).append(1.0 - p["test_accuracy"])
+        if len(by_passes) < 3:
             continue
-        params = _fit(family, [p["passes"] for p in group],
-                      [p["test_accuracy"] for p in group])
-        if params is not None:
-            images = round(float(np.median([p["train_images"] for p in group])))
-            curves.append(Curve(family, data, candidate, group[0]["input_size"], images,
-                                *params, len(group)))
+        xs = sorted(by_passes)
+        errors = _non_increasing([float(np.mean(by_passes[x])) for x in xs],
+                                 [len(by_passes[x]) for x in xs])
+        log_x = tuple(math.log(max(x + OFFSET[family], MIN_PASSES)) for x in xs)
+        log_error = tuple(math.log(max(e, 1e-4)) for e in errors)
+        images = round(float(np.median([p["train_images"] for p in group])))
+        curves.append(Curve(family, data, candidate, group[0]["input_size"], images, log_x,
+                            log_error))
     return curves
 
 
