@@ -298,7 +298,7 @@ def test_the_final_run_starts_from_a_head_only_trial(patterns, tmp_path):
     facts = fit_module.data_facts(load_data(base.data), native)
     lite = next(c for c in candidates_for(base, native, facts.train_images, 4, "cpu",
                                           ["lite0"], overrides=VAL) if c.family == "transfer")
-    state = FitState(tmp_path, SETTINGS, 40.0)
+    state = FitState(tmp_path, SETTINGS, 12.0)
     state.record.data = facts
     costs = fit_module._measure(state, [lite], facts)
     name = f"round1-{lite.name}"  # a head-only trial on every image, as planned in a race
@@ -320,10 +320,10 @@ def test_the_final_run_starts_from_a_head_only_trial(patterns, tmp_path):
         sum(m["seconds"] for m in head))
 
 
-def test_a_timm_model_with_cached_weights_is_a_candidate(offline_hub, patterns, tmp_path):
+def test_a_timm_model_with_cached_weights_is_a_candidate(offline_hub, patterns):
     """`--candidates timm:NAME.TAG`: the transfer recipe on a timm model whose weights are in
     the Hugging Face cache (here random ones, laid out as the hub client writes them); a GPU
-    would try it unasked."""
+    would try it unasked. (Loading such weights offline: tests/test_pretrained_weights.py.)"""
     torch.manual_seed(0)
     weights = create_model("timm:resnet10t", num_classes=1000).state_dict()
     hub_cache(offline_hub, "timm/resnet10t.c3_in1k", weights,
@@ -333,16 +333,16 @@ def test_a_timm_model_with_cached_weights_is_a_candidate(offline_hub, patterns, 
     base, _, _ = base_config(patterns, [])
     gpu = {c.name for c in candidates_for(base, 16, 104, 4, "cuda", [])}
     assert "resnet10t.c3_in1k-64px" in gpu
-    assert "resnet10t.c3_in1k-64px" not in {c.name for c in candidates_for(base, 16, 104, 4,
-                                                                            "cpu", [])}
-    result = fit(patterns, 40, out=tmp_path / "fit", overrides=VAL,
-                 only=["timm:resnet10t.c3_in1k"])
-    assert result.winner == "resnet10t.c3_in1k-64px"
-    cfg = result.run.config()
-    assert (cfg.model.name, cfg.model.pretrained) == ("timm:resnet10t.c3_in1k", True)
-    assert result.summary["test_accuracy"] is not None
+    cpu = candidates_for(base, 16, 104, 4, "cpu", [], timm_models=["timm:resnet10t.c3_in1k"])
+    (chosen,) = fit_module._selected(cpu, ["timm:resnet10t.c3_in1k"])
+    assert (chosen.name, chosen.family) == ("resnet10t.c3_in1k-64px", "transfer")
+    model = chosen.config.model
+    assert (model.name, model.pretrained, model.input_size) == ("timm:resnet10t.c3_in1k",
+                                                               True, 64)
+    photos = candidates_for(base, 240, 2000, 4, "cpu", [], timm_models=["timm:resnet10t.c3_in1k"])
+    assert {"resnet10t.c3_in1k-128px", "resnet10t.c3_in1k-176px"} <= {c.name for c in photos}
     with pytest.raises(ConfigError, match="timm:nope"):
-        fit(patterns, 40, out=tmp_path / "other", overrides=VAL, only=["timm:nope"])
+        fit_module._selected(cpu, ["timm:nope"])
 
 
 def test_deadline_stops_a_run(image_folder, tmp_path):

@@ -541,7 +541,7 @@ def fit(data: str | Path, budget: str | float, metric: str = "accuracy",
         if len(candidates) > 1:
             room *= 1 - SEARCH_SHARE  # what the final run gets if a search runs
         candidates = _feasible(candidates, costs, facts, room, state)
-        if len(candidates) > 1:
+        if len(candidates) > 1 and facts.val_images >= MIN_VAL_IMAGES:  # else: no race
             candidates = _prune(state, candidates, costs, facts)
     winner = _choose(state, out, candidates, costs, facts, METRICS[metric], seed)
     run, summary = _final(state, out, winner, costs[winner.name], facts, seed)
