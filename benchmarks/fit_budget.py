@@ -29,6 +29,7 @@ from imgcls.data import load_data
 from imgcls.fit.budget import parse_duration
 from imgcls.fit.candidates import candidates_for
 from imgcls.fit.pipeline import base_config, fit
+from imgcls.fit.report import phase_seconds
 from imgcls.hardware import machine_line
 from imgcls.tracking.io import atomic_write_json
 from imgcls.train.setup import resolve_device
@@ -55,17 +56,6 @@ def _runs(name: str, budget: str, seeds: list[int], baseline: str, baseline_seed
     return runs
 
 
-def _forecasts(record) -> dict[str, float | None]:
-    """Each candidate's last forecast of its final score (from its last trial, else from
-    the priors): for losers, held against their runs alone (`--alone`)."""
-    found = {}
-    for name, c in record.candidates.items():
-        trials = [t.forecast for t in record.trials if t.candidate == name and t.forecast]
-        last = trials[-1] if trials else c.prior_forecast
-        found[name] = last.score if last else None
-    return found
-
-
 def _record(result, seconds: float) -> dict:
     record, final = result.record, result.record.final
     return {"test_accuracy": result.summary["test_accuracy"], "winner": result.winner,
@@ -74,9 +64,10 @@ def _record(result, seconds: float) -> dict:
             "final_epochs": final.passes / final.images, "final_images": final.images,
             "forecast": final.forecast_trained.score if final.forecast_trained else None,
             "forecast_error": final.forecast_error,
-            "search_seconds": sum(t.wall_seconds or 0.0 for t in record.trials),
+            "search_seconds": phase_seconds(record)["trials"],
             "raced": record.raced, "tta": result.summary["tta"],
-            "forecasts": _forecasts(record),
+            "forecasts": {name: f.score if (f := record.last_forecast(name)) else None
+                          for name in record.candidates},
             "test_accuracy_plain": result.summary["test_accuracy_plain"]}
 
 

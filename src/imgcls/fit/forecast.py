@@ -56,10 +56,6 @@ class Curve:
     log_x: tuple[float, ...]
     log_error: tuple[float, ...]
 
-    @property
-    def points(self) -> int:
-        return len(self.log_x)
-
     def error(self, passes: float) -> float:
         x = math.log(max(max(passes, 0.0) + OFFSET[self.family], MIN_PASSES))
         lx, ly = self.log_x, self.log_error

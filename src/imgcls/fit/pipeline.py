@@ -253,22 +253,25 @@ def _trained(plan: Plan, run: Run, summary: dict[str, Any]) -> None:
 
 
 # -- forecasts -------------------------------------------------------------------------------
+def _reserve(budget: float) -> float:
+    """The seconds kept after the final run for the report: RESERVE, 1 s at least."""
+    return max(1.0, RESERVE * budget)
+
+
 def _final_room(state: FitState) -> float:
     """The seconds the final run gets once the search has taken its share."""
     budget = state.clock.budget
     search_end = state.record.search_ends_at
     if search_end is None:
         search_end = state.clock.spent() + SEARCH_SHARE * budget
-    return budget - search_end - max(1.0, RESERVE * budget)
+    return budget - search_end - _reserve(budget)
 
 
-def _final_passes(candidate: Candidate, cost: Cost, seconds: float, facts: DataFacts
-                  ) -> float | None:
-    """The passes over all the training images that the candidate's last stage makes in a
-    final run of `seconds` (0: head-only; a subset counts its images); None if none fits."""
-    sizing = size_run(cost, seconds, facts.train_images, facts.min_images, facts.test_images,
-                      views(candidate.config.train.tta), candidate.head_only_possible)
-    return None if sizing is None else sizing.passes / facts.train_images
+def _final_sizing(candidate: Candidate, cost: Cost, seconds: float, facts: DataFacts
+                  ) -> Sizing | None:
+    """The training a final run of `seconds` holds, its test (with TTA) included."""
+    return size_run(cost, seconds, facts.train_images, facts.min_images, facts.test_images,
+                    views(candidate.config.train.tta), candidate.head_only_possible)
 
 
 def _forecast(state: FitState, candidate: Candidate, facts: DataFacts, passes: float
@@ -287,6 +290,17 @@ def _forecast(state: FitState, candidate: Candidate, facts: DataFacts, passes: f
             or Forecast(trial.score, passes, trial_passes, trial.score))
 
 
+def _final_forecast(state: FitState, candidate: Candidate, cost: Cost, seconds: float,
+                    facts: DataFacts) -> Forecast | None:
+    """The candidate's forecast for a final run of `seconds`: its last stage's passes over
+    all the training images (0: head-only; a subset counts its images); None if no such
+    run fits or no forecast can be made."""
+    sizing = _final_sizing(candidate, cost, seconds, facts)
+    if sizing is None:
+        return None
+    return _forecast(state, candidate, facts, sizing.passes / facts.train_images)
+
+
 def _prune(state: FitState, candidates: list[Candidate], costs: dict[str, Cost],
            facts: DataFacts) -> list[Candidate]:
     """The candidates worth racing: those whose forecast from the priors alone, for a final
@@ -297,8 +311,7 @@ def _prune(state: FitState, candidates: list[Candidate], costs: dict[str, Cost],
     seconds = _final_room(state)
     prior: dict[str, Forecast | None] = {}
     for c in candidates:
-        passes = _final_passes(c, costs[c.name], seconds, facts)
-        prior[c.name] = None if passes is None else _forecast(state, c, facts, passes)
+        prior[c.name] = _final_forecast(state, c, costs[c.name], seconds, facts)
         state.record.candidates[c.name].prior_forecast = prior[c.name]
     best = max((f.score for f in prior.values() if f), default=None)
     raced = [c for c in candidates
@@ -336,8 +349,8 @@ def _search(state: FitState, out: Path, candidates: list[Candidate], costs: dict
                 state.note(f"round {r + 1}: {c.name} cannot be tried in {share:.0f} s "
                            f"(its smallest useful trial is longer); out")
             elif trial.score is not None:
-                passes = _final_passes(c, costs[c.name], _final_room(state), facts)
-                trial.forecast = None if passes is None else _forecast(state, c, facts, passes)
+                trial.forecast = _final_forecast(state, c, costs[c.name], _final_room(state),
+                                                 facts)
                 if trial.forecast is None:
                     state.note(f"round {r + 1}: {c.name} has no final run that fits; out")
                     continue
@@ -426,12 +439,11 @@ def _plan_final(state: FitState, out: Path, winner: Candidate, cost: Cost, facts
                 seed: int) -> FinalRecord:
     """The final run's plan for the time left (less the report's reserve), its forecast,
     and winner.yaml. A run that starts from a head-only trial has no head stage to pay."""
-    seconds = state.clock.left() - max(1.0, RESERVE * state.clock.budget)
+    seconds = state.clock.left() - _reserve(state.clock.budget)
     reused = _reusable_trial(state, winner, facts)
     if reused is not None:
         cost = replace(cost, prefix=0.0, prefix_per_image=0.0)
-    sizing = size_run(cost, seconds, facts.train_images, facts.min_images, facts.test_images,
-                      views(winner.config.train.tta), winner.head_only_possible)
+    sizing = _final_sizing(winner, cost, seconds, facts)
     if sizing is None:  # the search overran: the smallest run, said so
         images = facts.min_images
         sizing = (Sizing(0, images, 0, 0.0) if winner.head_only_possible else
@@ -465,7 +477,7 @@ def _final(state: FitState, out: Path, winner: Candidate, cost: Cost, facts: Dat
     tested = facts.test_images * views(cfg.train.tta)
     test = final.cost.test_seconds(tested)
     deadline = budget * (1 + DEADLINE_SLACK) - test
-    pace = Pace(budget - max(1.0, RESERVE * budget), test, final.cost.per_epoch,
+    pace = Pace(budget - _reserve(budget), test, final.cost.per_epoch,
                 tested / max(1, facts.val_images))
     run, summary = _train(cfg, run_dir, state, deadline, pace)
     _trained(final, run, summary)
@@ -537,7 +549,7 @@ def fit(data: str | Path, budget: str | float, metric: str = "accuracy",
         candidates = _selected(candidates, only)
     costs = _measure(state, candidates, facts)
     if record.winner is None:
-        room = state.clock.left() - max(1.0, RESERVE * seconds)
+        room = state.clock.left() - _reserve(seconds)
         if len(candidates) > 1:
             room *= 1 - SEARCH_SHARE  # what the final run gets if a search runs
         candidates = _feasible(candidates, costs, facts, room, state)

@@ -133,6 +133,13 @@ class FitRecord(Record):
     log: list[str] = []
     done: bool = False
 
+    def last_forecast(self, candidate: str) -> Forecast | None:
+        """The candidate's latest forecast of its final score: from its last trial that
+        made one, else from the priors (None: none made)."""
+        made = [t.forecast for t in self.trials
+                if t.candidate == candidate and t.forecast is not None]
+        return made[-1] if made else self.candidates[candidate].prior_forecast
+
     def scored(self, candidate: str) -> list[TrialRecord]:
         """The candidate's finished trials with a score, in the order they ran."""
         return [t for t in self.trials

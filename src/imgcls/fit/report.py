@@ -37,14 +37,13 @@ def candidate_rows(record: FitRecord) -> list[dict[str, str]]:
             verdict = "not raced (forecast)"
         else:
             verdict = "not tried"
-        latest = [t.forecast for t in done if t.forecast is not None]
         rows.append({
             "candidate": name, "family": c.family, "input px": str(c.input_size),
             "train img/s": f"{c.train_images_per_second:.0f}",
             "trials (training: s, score)": "; ".join(
                 f"r{t.round} {t.text()}: {t.wall_seconds:.0f} s, {t.score:.4f}"
                 for t in done) or "-",
-            "forecast": forecast_text(latest[-1] if latest else c.prior_forecast),
+            "forecast": forecast_text(record.last_forecast(name)),
             "result": verdict})
     return rows
 
