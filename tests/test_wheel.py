@@ -68,7 +68,7 @@ def test_train_and_fit_from_another_directory(installed, tmp_path):
                     env, elsewhere)
     assert train.returncode == 0, train.stdout + train.stderr
     assert json.loads((elsewhere / "run" / "summary.json").read_text())["test_accuracy"] >= 0
-    fit = _imgcls(["fit", str(data), "--budget", "10s", "--out", "fit",
+    fit = _imgcls(["fit", str(data), "--budget", "15s", "--out", "fit",
                    "--candidates", "fastnet94-16px"], env, elsewhere)
     assert fit.returncode == 0, fit.stdout + fit.stderr
     state = json.loads((elsewhere / "fit" / "fit.json").read_text())
