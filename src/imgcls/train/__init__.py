@@ -64,7 +64,10 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
             input_size=inputs.size, interpolation=inputs.interpolation,
             mean=inputs.mean.tolist(), std=inputs.std.tolist(), skipped_files=data.skipped,
             channels=data.channels))
-    summary = trainer.fit()
+    try:
+        summary = trainer.fit()
+    finally:  # a replica outliving its process group aborts the process at exit
+        trainer.release_replica()
     if world.is_main:
         run.write_summary({**summary, "processes": world.size})
     return run, summary

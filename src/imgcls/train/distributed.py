@@ -13,6 +13,7 @@ batch size and learning rate (no scaling rule needed). Only rank 0 writes the ru
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +65,10 @@ def world() -> World:
 
 
 def teardown() -> None:
+    """Leave the process group, after collecting whatever still holds its communicators
+    (a replica in a reference cycle), which would otherwise be freed after it."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -167,6 +167,12 @@ class Trainer:
         return (torch.compile(module, mode=self.cfg.train.compile_mode) if self.compiled
                 else module)
 
+    def release_replica(self) -> None:
+        """Drop the DistributedDataParallel wrapper while its process group lives: one
+        freed after `destroy_process_group` (an interrupted run's traceback keeps the
+        trainer alive that long) aborts the process with SIGABRT."""
+        self.net = self.model
+
     def _cache_features(self) -> tuple[FeatureLoader, FeatureLoader | None]:
         start = time.perf_counter()
         t, head = self.cfg.train, self.model.get_submodule(head_name(self.model))
