@@ -10,7 +10,10 @@ The baseline is the hand-written config run through `imgcls fit --candidates NAM
 --baseline-seeds, default 0): the same clock, and its epochs sized to the budget on this
 machine the same way, with no search (lite0-transfer-128px is configs/finetune-folder.yaml,
 fastnet94-32px configs/cifar10-fast.yaml with the data's recipe settings). `--alone NAME
-...` also runs each of those candidates alone for the whole budget (the first seed). Each run
+...` also runs each of those candidates alone for the whole budget (the first seed);
+`--heldout` also runs fit with priors that hold out this data set's learning curves (mode
+`heldout`): the benchmark data is among the priors' own, and this is fit on data the priors
+never measured (a user's). Each run
 records its final run's forecast and its error. The decode-once cache is filled first at
 every size a candidate stores the images (as for a user's second fit on the same data), so
 no timed run pays for decoding. Rerun the same command to continue: finished runs are kept
@@ -23,9 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from imgcls.data import load_data
+from imgcls.fit import forecast
 from imgcls.fit.budget import parse_duration
 from imgcls.fit.candidates import candidates_for
 from imgcls.fit.pipeline import base_config, fit
@@ -44,15 +50,31 @@ def warm_cache(data: str) -> None:
         load_data(candidate.config.data)
 
 
+@contextmanager
+def priors_without(data: str | None) -> Iterator[None]:
+    """fit's priors without the curves measured on `data` (None: all of them)."""
+    shipped = forecast.shipped_curves
+    if data is not None:
+        kept = tuple(c for c in shipped() if c.data != data)
+        forecast.shipped_curves = lambda: kept
+    try:
+        yield
+    finally:
+        forecast.shipped_curves = shipped
+
+
 def _runs(name: str, budget: str, seeds: list[int], baseline: str, baseline_seeds: list[int],
-          alone: list[str]) -> list[tuple[str, list[str] | None, int]]:
-    """(key, --candidates, seed) of every run of one cell, interleaved by seed."""
+          alone: list[str], heldout: bool) -> list[tuple[str, list[str] | None, int, bool]]:
+    """(key, --candidates, seed, priors held out) of every run of one cell, by seed."""
     runs = []
     for seed in seeds:
-        runs.append((f"{name}/{budget}/fit/seed{seed}", None, seed))
+        runs.append((f"{name}/{budget}/fit/seed{seed}", None, seed, False))
         if seed in baseline_seeds:
-            runs.append((f"{name}/{budget}/baseline/seed{seed}", [baseline], seed))
-    runs += [(f"{name}/{budget}/alone-{c}/seed{seeds[0]}", [c], seeds[0]) for c in alone]
+            runs.append((f"{name}/{budget}/baseline/seed{seed}", [baseline], seed, False))
+    runs += [(f"{name}/{budget}/alone-{c}/seed{seeds[0]}", [c], seeds[0], False)
+             for c in alone]
+    if heldout:
+        runs += [(f"{name}/{budget}/heldout/seed{seed}", None, seed, True) for seed in seeds]
     return runs
 
 
@@ -65,7 +87,9 @@ def _record(result, seconds: float) -> dict:
             "forecast": final.forecast_trained.score if final.forecast_trained else None,
             "forecast_error": final.forecast_error,
             "search_seconds": phase_seconds(record)["trials"],
-            "raced": record.raced, "tta": result.summary["tta"],
+            "raced": record.raced,
+            "race_call": record.race_call.model_dump() if record.race_call else None,
+            "tta": result.summary["tta"],
             "forecasts": {name: f.score if (f := record.last_forecast(name)) else None
                           for name in record.candidates},
             "test_accuracy_plain": result.summary["test_accuracy_plain"]}
@@ -80,6 +104,8 @@ def main() -> None:
     parser.add_argument("--baseline-seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--alone", nargs="*", default=[],
                         help="candidates run alone for the whole budget (first seed)")
+    parser.add_argument("--heldout", action="store_true",
+                        help="also fit with priors that never saw this data set")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-fit"))
     parser.add_argument("--results", type=Path,
                         default=Path("benchmarks/results/fit_budget.json"))
@@ -91,12 +117,13 @@ def main() -> None:
     warm_cache(args.data)
     for budget in args.budgets:
         seconds = parse_duration(budget)
-        for key, only, seed in _runs(name, budget, args.seeds, args.baseline,
-                                     args.baseline_seeds, args.alone):
+        for key, only, seed, heldout in _runs(name, budget, args.seeds, args.baseline,
+                                              args.baseline_seeds, args.alone, args.heldout):
             if key in runs:
                 continue
-            result = fit(args.data, seconds, out=args.out / key.replace("/", "-"), seed=seed,
-                         only=only)
+            with priors_without(name if heldout else None):
+                result = fit(args.data, seconds, out=args.out / key.replace("/", "-"),
+                             seed=seed, only=only)
             runs[key] = _record(result, seconds)
             atomic_write_json(args.results, results)
             r = runs[key]

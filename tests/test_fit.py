@@ -148,13 +148,8 @@ def _synthetic_curves(scratch_level: float) -> tuple[Curve, ...]:
     return tuple(fit_curves(points))
 
 
-@pytest.mark.parametrize(("scratch_level", "raced"), [
-    (4.0, {"lite0-transfer-72px"}),  # scratch forecast ~30 points lower: not raced
-    (1.2, {"lite0-transfer-72px", "fastnet94-32px", "fastnet94-64px"})])  # close: all race
-def test_candidates_forecast_to_lose_are_not_raced(photos, tmp_path, monkeypatch,
-                                                    scratch_level, raced):
-    monkeypatch.setattr(forecast_module, "shipped_curves",
-                        lambda: _synthetic_curves(scratch_level))
+def _race_setup(photos: Path, tmp_path: Path):
+    """Three candidates for 2,000 72-px images with a made-up cost, before the race."""
     base, _, _ = base_config(photos, [])
     candidates = candidates_for(base, 72, 2000, 3, "cpu", ["lite0"])
     facts = DataFacts(classes=["a", "b", "c"], train_images=2000, val_images=200,
@@ -169,12 +164,44 @@ def test_candidates_forecast_to_lose_are_not_raced(photos, tmp_path, monkeypatch
                                 prior=c.prior, train_images_per_second=100.0,
                                 eval_images_per_second=300.0, probe_cost=costs[c.name])
         for c in candidates}
+    return state, candidates, costs, facts
+
+
+@pytest.mark.parametrize(("scratch_level", "raced"), [
+    (4.0, {"lite0-transfer-72px"}),  # scratch forecast ~30 points lower: not raced
+    (1.2, {"lite0-transfer-72px", "fastnet94-32px", "fastnet94-64px"})])  # close: all race
+def test_candidates_forecast_to_lose_are_not_raced(photos, tmp_path, monkeypatch,
+                                                    scratch_level, raced):
+    monkeypatch.setattr(forecast_module, "shipped_curves",
+                        lambda: _synthetic_curves(scratch_level))
+    state, candidates, costs, facts = _race_setup(photos, tmp_path)
     kept = fit_module._prune(state, candidates, costs, facts)
     assert {c.name for c in kept} == raced
     assert all(state.record.candidates[c.name].prior_forecast.score > 0 for c in candidates)
     assert sum("not raced" in line for line in state.record.log) == 3 - len(raced)
     monkeypatch.setattr(forecast_module, "shipped_curves", lambda: ())  # a resumed fit
     assert fit_module._prune(state, candidates, costs, facts) == kept  # races the same
+
+
+@pytest.mark.parametrize(("near", "raced"), [(0.05, 3), (0.001, 1)])
+def test_a_race_is_run_only_when_it_pays(photos, tmp_path, monkeypatch, near, raced):
+    """Forecasts close together: with the priors uncertain by 5 points a race is worth its
+    time; trusted to 0.1 point (data the priors measured), it is not, and the leader for a
+    final run of all the time left trains alone."""
+    monkeypatch.setattr(forecast_module, "shipped_curves", lambda: _synthetic_curves(1.2))
+    monkeypatch.setattr(forecast_module, "SPREAD_NEAR", near)
+    monkeypatch.setattr(forecast_module, "SPREAD_PER_DISTANCE", 0.0)
+    state, candidates, costs, facts = _race_setup(photos, tmp_path)
+    kept = fit_module._prune(state, candidates, costs, facts)
+    call = state.record.race_call
+    assert len(kept) == raced and call.spread == near
+    assert call.cost > 0 and call.pays == (raced > 1)
+    if raced == 1:
+        assert kept[0].name == call.leader
+        assert any(line.startswith("no race: a race would cost") for line in state.record.log)
+        assert fit_module._choose(state, tmp_path, kept, costs, facts, "val_accuracy",
+                                  0) is kept[0]
+        assert "best forecast from the priors alone" in state.record.why
 
 
 # -- whole fits ------------------------------------------------------------------------------

@@ -4,9 +4,18 @@ candidates that cannot win."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from imgcls.fit.forecast import fit_curves, forecast, shipped_curves
+from imgcls.fit.forecast import (
+    SPREAD_NEAR,
+    expected_gain,
+    fit_curves,
+    forecast,
+    shipped_curves,
+    spread,
+)
 
 
 def _law(passes: float, floor: float = 0.1, scale: float = 0.5, power: float = 0.8,
@@ -80,3 +89,28 @@ def test_the_shipped_priors_see_cifars_crossover():
     long_scratch, long_transfer = scores(6.5, 4.0)  # 30 minutes
     assert short_transfer > short_scratch + 0.02
     assert long_scratch > long_transfer + 0.02
+
+
+def test_what_measuring_a_rival_is_expected_to_gain():
+    """E[max(0, G)], G ~ Normal(gap, spread): checked against a sum over a fine grid."""
+    for gap, sd in ((0.0, 0.02), (-0.03, 0.02), (0.01, 0.05), (-0.2, 0.02)):
+        step = sd / 200
+        grid = [gap + sd * k / 200 for k in range(-2400, 2401)]
+        dens = [math.exp(-((g - gap) / sd) ** 2 / 2) / (sd * math.sqrt(2 * math.pi))
+                for g in grid]
+        numeric = sum(max(g, 0.0) * d * step for g, d in zip(grid, dens, strict=True))
+        assert expected_gain(gap, sd) == pytest.approx(numeric, rel=1e-3, abs=1e-9)
+    assert expected_gain(0.0, 0.02) == pytest.approx(0.02 / math.sqrt(2 * math.pi))
+    assert expected_gain(0.05, 0.0) == 0.05 and expected_gain(-0.05, 0.0) == 0.0
+    assert expected_gain(-0.05, math.inf) == math.inf  # no curve: measuring is priceless
+
+
+def test_the_spread_grows_with_the_distance_from_the_reference_data():
+    curves = tuple(fit_curves(_points("ref", "scratch", 10_000, 32)
+                              + _points("ref", "transfer", 10_000, 64)))
+    on_it = spread(["scratch", "transfer"], 10_000, [32, 64], curves)
+    assert on_it == pytest.approx(SPREAD_NEAR)
+    farther = spread(["scratch", "transfer"], 1_000, [32, 64], curves)
+    assert farther > on_it + 0.2  # ten times fewer images: log 10 = 2.3 away
+    assert spread(["scratch", "transfer"], 10_000, [32, 256], curves) > on_it  # bigger input
+    assert spread(["scratch", "other"], 10_000, [32, 64], curves) == math.inf

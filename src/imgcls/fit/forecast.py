@@ -37,6 +37,12 @@ OFFSET = {"transfer": 1.0, "scratch": 0.0}
 MIN_PASSES = 0.02  # a scratch run shorter than this has no curve to stand on
 TAIL = 0.5  # beyond the longest measured run, the error falls at this share of its last slope
 SIZE_WEIGHT = 0.5  # input size counts half as much as the data's size in the distance
+# How far apart two candidates' forecasts from the priors alone may be from their real gap:
+# on the curves' own data, the scatter between seeds and lengths; away from it, left-one-
+# data-set-out (benchmarks/learning_curves.py --spread) the gap between families erred 0.08
+# at distance 0.59 (each flower set from the other) and 0.18 at 2.8 (CIFAR-10 from them)
+SPREAD_NEAR = 0.02
+SPREAD_PER_DISTANCE = 0.1
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,35 @@ def _weights(curves: list[Curve], train_images: int, input_size: int) -> np.ndar
     d = np.array([c.distance(train_images, input_size) for c in curves])
     w = 1.0 / (d + 0.1) ** 2
     return w / w.sum()
+
+
+def spread(families: list[str], train_images: int, input_sizes: list[int],
+           curves: tuple[Curve, ...] | None = None) -> float:
+    """The standard error of the gap between priors-only forecasts of candidates of
+    `families` at `input_sizes` px: SPREAD_NEAR plus SPREAD_PER_DISTANCE per unit of the
+    distance from this data to the nearest curve, of the farther candidate (inf where a
+    family has no curve)."""
+    curves = shipped_curves() if curves is None else curves
+    far = 0.0
+    for family, size in zip(families, input_sizes, strict=True):
+        own = [c.distance(train_images, size) for c in curves if c.family == family]
+        if not own:
+            return math.inf
+        far = max(far, min(own))
+    return SPREAD_NEAR + SPREAD_PER_DISTANCE * far
+
+
+def expected_gain(gap: float, spread: float) -> float:
+    """E[max(0, G)] for a gap G ~ Normal(`gap`, `spread`): what choosing by a measurement
+    is worth against a candidate forecast `gap` ahead (below, when negative) of the
+    leader, if the measurement were exact."""
+    if math.isinf(spread):
+        return math.inf
+    if spread <= 0:
+        return max(gap, 0.0)
+    z = gap / spread
+    return gap * 0.5 * math.erfc(-z / math.sqrt(2)) + spread * math.exp(-z * z / 2) / math.sqrt(
+        2 * math.pi)
 
 
 def forecast(family: str, input_size: int, train_images: int, classes: int, passes: float,

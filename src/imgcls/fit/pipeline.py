@@ -54,7 +54,7 @@ from imgcls.fit.cost import (
     steps_per_epoch,
     views,
 )
-from imgcls.fit.forecast import Forecast, forecast
+from imgcls.fit.forecast import Forecast, expected_gain, forecast, spread
 from imgcls.fit.pacing import BudgetHeartbeat, Pace
 from imgcls.fit.records import (
     CandidateRecord,
@@ -63,6 +63,7 @@ from imgcls.fit.records import (
     FitRecord,
     MachineFacts,
     Plan,
+    RaceCall,
     Settings,
     TrialRecord,
 )
@@ -304,8 +305,9 @@ def _final_forecast(state: FitState, candidate: Candidate, cost: Cost, seconds: 
 def _prune(state: FitState, candidates: list[Candidate], costs: dict[str, Cost],
            facts: DataFacts) -> list[Candidate]:
     """The candidates worth racing: those whose forecast from the priors alone, for a final
-    run of the time the search leaves, is within PRIOR_MARGIN of the best forecast; the
-    rest are left out, said so (the choice is kept, so a resumed fit races the same)."""
+    run of the time the search leaves, is within PRIOR_MARGIN of the best forecast, and
+    only if the race pays (`_race_call`), else the leader alone; the rest are left out,
+    said so (the choice is kept, so a resumed fit races the same)."""
     if state.record.raced is not None:
         return [c for c in candidates if c.name in state.record.raced]
     seconds = _final_room(state)
@@ -321,9 +323,37 @@ def _prune(state: FitState, candidates: list[Candidate], costs: dict[str, Cost],
         if c not in raced:
             state.note(f"{c.name} not raced: forecast {prior[c.name].describe()}, more than "
                        f"{PRIOR_MARGIN:.2f} below the best forecast ({best:.4f})")
+    if len(raced) > 1 and all(prior[c.name] is not None for c in raced):
+        call = state.record.race_call = _race_call(state, raced, prior, costs, facts)
+        if not call.pays:
+            state.note(f"no race: {call.text()}")
+            raced = [c for c in raced if c.name == call.leader]
     state.record.raced = [c.name for c in raced]
     state.save()
     return raced
+
+
+def _race_call(state: FitState, raced: list[Candidate], prior: dict[str, Forecast],
+               costs: dict[str, Cost], facts: DataFacts) -> RaceCall:
+    """Whether racing `raced` pays. Without a race the best priors-only forecast for a
+    final run of all the time left wins outright (the leader); a race leaves less time (the
+    priors' best forecast after it, lower: the race's cost) but measures, so it is expected
+    to gain the most a rival may beat the best by, their gap uncertain by `spread`."""
+    left = state.clock.left() - _reserve(state.clock.budget)
+    alone = {c.name: _final_forecast(state, c, costs[c.name], left, facts) for c in raced}
+    leader = max(raced, key=lambda c: alone[c.name].score if alone[c.name] else -1.0)
+    ahead = max(raced, key=lambda c: prior[c.name].score)  # the best, if they race
+    gains = []
+    for c in raced:
+        if c is not ahead:
+            gap = spread([ahead.family, c.family], facts.train_images,
+                         [ahead.input_size, c.input_size])
+            gains.append((expected_gain(prior[c.name].score - prior[ahead.name].score,
+                                        gap), gap))
+    gain, gap = max(gains)
+    best_alone = alone[leader.name].score if alone[leader.name] else prior[ahead.name].score
+    return RaceCall(leader=leader.name, cost=max(0.0, best_alone - prior[ahead.name].score),
+                    gain=gain, spread=gap)
 
 
 # -- the race --------------------------------------------------------------------------------
@@ -412,8 +442,13 @@ def _choose(state: FitState, out: Path, candidates: list[Candidate], costs: dict
     if record.winner is not None:
         return next(c for c in candidates if c.name == record.winner)
     if len(candidates) == 1:
-        left = len(record.candidates) > 1  # the others: ruled out, said above
-        winner, why = candidates[0], "the only candidate left" if left else "the only candidate"
+        winner, why = candidates[0], "the only candidate"
+        if record.race_call is not None and not record.race_call.pays:
+            why = (f"best forecast from the priors alone "
+                   f"({record.candidates[winner.name].prior_forecast.describe()}); "
+                   f"{record.race_call.text()}")
+        elif len(record.candidates) > 1:  # the others: ruled out, said above
+            why = "the only candidate left"
     elif facts.val_images < MIN_VAL_IMAGES:
         winner, why = _prior_choice(candidates, f"only {facts.val_images} validation "
                                     f"images (fewer than {MIN_VAL_IMAGES} cannot rank)")

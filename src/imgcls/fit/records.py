@@ -72,6 +72,29 @@ class CandidateRecord(Record):
         return self.cost or self.probe_cost
 
 
+class RaceCall(Record):
+    """Whether a race pays, from the priors alone. Without one, `leader` (the best forecast
+    for a final run of all the time left) wins outright; a race leaves the final run less
+    time, which costs the best forecast `cost`, and is expected to gain `gain`: the most a
+    rival may beat the best by, their forecasts' gap uncertain by `spread`
+    (`imgcls.fit.forecast.expected_gain`)."""
+
+    leader: str
+    cost: float
+    gain: float
+    spread: float
+
+    @property
+    def pays(self) -> bool:
+        return self.gain > self.cost
+
+    def text(self) -> str:
+        return (f"a race would cost the best forecast {100 * self.cost:.1f} points (less "
+                f"time for the final run) and is expected to gain {100 * self.gain:.1f} "
+                f"(forecasts "
+                f"uncertain by {100 * self.spread:.0f} points on this data)")
+
+
 class Plan(Record):
     """A trial's or the final run's training: its resized stage's epochs begun, the images
     it trains on, its optimizer steps (None: head only) and the images trained on in all
@@ -125,6 +148,7 @@ class FitRecord(Record):
     machine: MachineFacts | None = None
     candidates: dict[str, CandidateRecord] = {}
     raced: list[str] | None = None  # those the priors did not rule out
+    race_call: RaceCall | None = None  # whether racing them paid, from the priors
     search_ends_at: float | None = None
     trials: list[TrialRecord] = []
     winner: str | None = None
