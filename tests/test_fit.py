@@ -204,6 +204,28 @@ def test_a_race_is_run_only_when_it_pays(photos, tmp_path, monkeypatch, near, ra
         assert "best forecast from the priors alone" in state.record.why
 
 
+def test_the_trial_on_the_most_images_anchors_the_forecast(photos, tmp_path, monkeypatch):
+    """A head on 1,600 of 2,000 images, then a fine-tuning epoch on a 200-image subset that
+    scores lower: the forecast rests on the head (the subset measures a model of 200
+    images); a later trial on as many images replaces it."""
+    monkeypatch.setattr(forecast_module, "shipped_curves", lambda: _synthetic_curves(1.2))
+    state, candidates, _, facts = _race_setup(photos, tmp_path)
+    lite = next(c for c in candidates if c.family == "transfer")
+
+    def trial(name: str, images: int, steps: int | None, passes: float, score: float):
+        state.record.trials.append(TrialRecord(
+            name=name, candidate=lite.name, round=len(state.record.trials) + 1, epochs=1,
+            images=images, steps=steps, passes=passes, allotted_seconds=10.0,
+            predicted_seconds=10.0, starts_at=0.0, run_dir=name, finished=True, score=score))
+
+    trial("head", 1600, None, 0.0, 0.76)
+    trial("subset", 200, 2, 250.0, 0.66)
+    found = fit_module._forecast(state, lite, facts, 3.0)
+    assert found.trial_score == 0.76 and found.score > 0.76
+    trial("whole", 1600, None, 0.0, 0.70)  # as many images, later: the newer measure
+    assert fit_module._forecast(state, lite, facts, 3.0).trial_score == 0.70
+
+
 # -- whole fits ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def patterns(tmp_path_factory) -> Path:

@@ -277,14 +277,17 @@ def _final_sizing(candidate: Candidate, cost: Cost, seconds: float, facts: DataF
 
 def _forecast(state: FitState, candidate: Candidate, facts: DataFacts, passes: float
               ) -> Forecast | None:
-    """The candidate's score after `passes` of its last stage: from its latest trial where
-    it has one (its own score where no reference curve of its family exists), else from
-    the priors alone (None without a curve)."""
+    """The candidate's score after `passes` of its last stage: from its trial that trained
+    on the most images, the latest of those (its own score where no reference curve of its
+    family exists), else from the priors alone (None without a curve). A trial on a small
+    subset measures a model of that subset: fine-tuning Lite0 on 317 of 3,107 flowers5
+    images scored 0.66 where its head on 2,520 had scored 0.76, and, taken as the latest,
+    lost the race to fastnet94 (75.1% test against the config's 78-79%)."""
     scored = state.record.scored(candidate.name)
     if not scored:
         return forecast(candidate.family, candidate.input_size, facts.train_images,
                         len(facts.classes), passes)
-    trial = scored[-1]
+    trial = max(reversed(scored), key=lambda t: t.images)  # ties: the latest
     trial_passes = trial.passes / facts.train_images
     return (forecast(candidate.family, candidate.input_size, facts.train_images,
                      len(facts.classes), passes, trial_passes, trial.score)
