@@ -24,7 +24,7 @@ from imgcls.fit import forecast as forecast_module
 from imgcls.fit import pipeline as fit_module
 from imgcls.fit.budget import format_duration, parse_duration
 from imgcls.fit.candidates import cached_timm_models, candidates_for, lite_packages, resized
-from imgcls.fit.cost import MAX_EPOCHS, Cost, size_run, steps_for
+from imgcls.fit.cost import MAX_EPOCHS, Cost, size_run, size_trial, steps_for
 from imgcls.fit.forecast import Curve, fit_curves
 from imgcls.fit.pipeline import WINNER, BudgetTooSmall, base_config, fit
 from imgcls.fit.records import CandidateRecord, DataFacts, Settings, TrialRecord
@@ -89,6 +89,20 @@ def test_head_only_when_no_fine_tune_epoch_fits():
     assert size_run(cached, 5.0, 1000, 256) is None
     sizing = size_run(cached, 5.0, 1000, 256, head_only=True)
     assert sizing.epochs == 0 and sizing.subset is None  # caching all 1,000 takes 2 s
+
+
+def test_a_trial_measures_the_head_on_many_images_not_a_fine_tune_on_few():
+    cached = Cost(startup=1.0, per_image=0.01, per_epoch=0.2, eval_per_image=0.001,
+                  prefix=0.5, prefix_per_image=0.002)
+    # 4.5 s usable: a fine-tuning epoch only on a ~370-image subset, the head on 1,000
+    assert size_run(cached, 6.0, 1000, 256).subset < 400
+    head = size_trial(cached, 6.0, 1000, 256, head_only=True)
+    assert (head.epochs, head.subset, head.passes) == (0, None, 0)
+    short = size_trial(cached, 2.5, 1000, 256, head_only=True)  # 1 s: 500 images' head
+    assert short.epochs == 0 and short.subset == 500
+    assert size_trial(cached, 6.0, 1000, 256, head_only=False).subset < 400  # no head stage
+    assert size_trial(cached, 60.0, 1000, 256, head_only=True).subset is None  # fine-tunes
+    assert size_trial(cached, 60.0, 1000, 256, head_only=True).epochs >= 1
 
 
 def test_epochs_are_capped():

@@ -62,6 +62,23 @@ def test_a_trial_is_carried_along_its_familys_curve():
     assert forecast("transfer", 32, 10_000, 10, 8.0, curves=curves) is None  # no curve
 
 
+def test_a_noisy_trial_is_weighed_against_the_priors():
+    """Near the reference data (spread 2 points) a trial scored on 300 validation images
+    (2.3 points of noise, 1.7 carried to the final run) counts about half; far from it (10 times the images: spread 25
+    points) it decides; scored on many images it decides too."""
+    curves = tuple(fit_curves(_points("ref", "scratch", 10_000, 32)))
+    lucky = 1 - 0.7 * _law(4)  # a trial well above the curve after 4 passes
+    carried = forecast("scratch", 32, 10_000, 10, 8.0, 4, lucky, curves).score
+    prior = forecast("scratch", 32, 10_000, 10, 8.0, curves=curves).score
+    near = forecast("scratch", 32, 10_000, 10, 8.0, 4, lucky, curves, val_images=300)
+    assert prior < near.score < carried and 0.3 < near.trial_weight < 0.7
+    assert "against the priors" in near.describe()
+    far = forecast("scratch", 32, 100_000, 10, 8.0, 4, lucky, curves, val_images=300)
+    assert far.trial_weight > 0.98
+    many = forecast("scratch", 32, 10_000, 10, 8.0, 4, lucky, curves, val_images=100_000)
+    assert many.trial_weight > 0.9
+
+
 def test_the_nearest_reference_data_weighs_most():
     small = _points("small", "scratch", 2_000, 32, passes=(1, 3, 10, 30))
     for p in small:  # a few images: levels off early

@@ -49,6 +49,7 @@ from imgcls.fit.cost import (
     ceil_seconds,
     probe,
     size_run,
+    size_trial,
     smallest_run,
     steps_for,
     steps_per_epoch,
@@ -196,11 +197,9 @@ def _run_trial(state: FitState, out: Path, candidate: Candidate, round_: int,
     """One trial (or the record of one already run): the candidate resized to `seconds`."""
     name = f"round{round_}-{candidate.name}"
     trial = next((t for t in state.record.trials if t.name == name), None)
-    if trial is None:  # with an epoch of its resized stage if one fits: that measures it
-        cost = costs[candidate.name]
-        sizing = (size_run(cost, seconds, facts.train_images, facts.min_images)
-                  or size_run(cost, seconds, facts.train_images, facts.min_images,
-                              head_only=candidate.head_only_possible))
+    if trial is None:
+        sizing = size_trial(costs[candidate.name], seconds, facts.train_images,
+                            facts.min_images, candidate.head_only_possible)
         if sizing is None:
             return None
         trial = TrialRecord(name=name, candidate=candidate.name, round=round_,
@@ -290,7 +289,8 @@ def _forecast(state: FitState, candidate: Candidate, facts: DataFacts, passes: f
     trial = max(reversed(scored), key=lambda t: t.images)  # ties: the latest
     trial_passes = trial.passes / facts.train_images
     return (forecast(candidate.family, candidate.input_size, facts.train_images,
-                     len(facts.classes), passes, trial_passes, trial.score)
+                     len(facts.classes), passes, trial_passes, trial.score,
+                     val_images=facts.val_images)
             or Forecast(trial.score, passes, trial_passes, trial.score))
 
 
