@@ -64,8 +64,8 @@ def test_a_trial_is_carried_along_its_familys_curve():
 
 def test_a_noisy_trial_is_weighed_against_the_priors():
     """Near the reference data (spread 2 points) a trial scored on 300 validation images
-    (2.3 points of noise, 1.7 carried to the final run) counts about half; far from it (10 times the images: spread 25
-    points) it decides; scored on many images it decides too."""
+    (2.3 points of noise, 1.7 carried to the final run) counts about half; far from it (10
+    times the images: spread 25 points) it decides; scored on many images it decides too."""
     curves = tuple(fit_curves(_points("ref", "scratch", 10_000, 32)))
     lucky = 1 - 0.7 * _law(4)  # a trial well above the curve after 4 passes
     carried = forecast("scratch", 32, 10_000, 10, 8.0, 4, lucky, curves).score
