@@ -38,9 +38,9 @@ MIN_PASSES = 0.02  # a scratch run shorter than this has no curve to stand on
 TAIL = 0.5  # beyond the longest measured run, the error falls at this share of its last slope
 SIZE_WEIGHT = 0.5  # input size counts half as much as the data's size in the distance
 # How far apart two candidates' forecasts from the priors alone may be from their real gap:
-# on the curves' own data, the scatter between seeds and lengths; away from it, left-one-
-# data-set-out (benchmarks/learning_curves.py --spread) the gap between families erred 0.08
-# at distance 0.59 (each flower set from the other) and 0.18 at 2.8 (CIFAR-10 from them)
+# on the curves' own data, the scatter between seeds and lengths; away from it, forecasting
+# each shipped point from the curves of the other data sets alone, the gap between families
+# erred 0.08 at distance 0.59 (each flower set from the other) and 0.18 at 2.8 (CIFAR-10)
 SPREAD_NEAR = 0.02
 SPREAD_PER_DISTANCE = 0.1
 

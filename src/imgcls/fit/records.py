@@ -91,8 +91,7 @@ class RaceCall(Record):
     def text(self) -> str:
         return (f"a race would cost the best forecast {100 * self.cost:.1f} points (less "
                 f"time for the final run) and is expected to gain {100 * self.gain:.1f} "
-                f"(forecasts "
-                f"uncertain by {100 * self.spread:.0f} points on this data)")
+                f"(forecasts uncertain by {100 * self.spread:.0f} points on this data)")
 
 
 class Plan(Record):
