@@ -18,7 +18,8 @@ records its final run's forecast and its error. The decode-once cache is filled 
 every size a candidate stores the images (as for a user's second fit on the same data), so
 no timed run pays for decoding. Rerun the same command to continue: finished runs are kept
 in the JSON file (default benchmarks/results/fit_budget.json), keyed by data, budget, mode
-and seed. Run it with nothing else on the machine: a budget is wall time.
+and seed, each with the commit of the code that ran it. Run it with nothing else on the
+machine: a budget is wall time.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,9 +80,21 @@ def _runs(name: str, budget: str, seeds: list[int], baseline: str, baseline_seed
     return runs
 
 
+def code_version() -> str:
+    """The repository's commit (with "+changes" when the tree differs from it), so that
+    runs of different code in one results file tell themselves apart."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--", "../src") else "")
+
+
 def _record(result, seconds: float) -> dict:
     record, final = result.record, result.record.final
-    return {"test_accuracy": result.summary["test_accuracy"], "winner": result.winner,
+    return {"code": code_version(),
+            "test_accuracy": result.summary["test_accuracy"], "winner": result.winner,
             "spent_seconds": record.spent_seconds, "budget_seconds": seconds,
             "budget_ratio": record.spent_seconds / seconds, "final_steps": final.steps,
             "final_epochs": final.passes / final.images, "final_images": final.images,

@@ -441,25 +441,32 @@ def test_train_steps_end_the_last_epoch_early(patterns, tmp_path):
 
 @pytest.mark.parametrize(("seconds", "grows"), [(0.0, False), (600.0, True)])
 def test_pace_moves_the_horizon_to_the_time_left(patterns, tmp_path, seconds, grows):
-    """No time left: the run stops at its first re-plan; plenty: the horizon stretches to
-    the epochs' room, and each validation re-measures the test's time (and the trial's
-    inference cost)."""
+    """No time left: the run stops at its first re-plan (its TTA chosen at the test);
+    plenty: the horizon stretches to the epochs' room, the TTA is chosen on validation
+    before the last epoch, and each validation re-measures the test's time (and the
+    trial's inference cost)."""
     from conftest import tiny_config
     from imgcls.fit.cost import calibrated
-    from imgcls.fit.pacing import BudgetHeartbeat, Pace
+    from imgcls.fit.pacing import TEST_OVER_VAL, BudgetHeartbeat, Pace
     from imgcls.train import train
 
     state = FitState(tmp_path, SETTINGS, budget=1000.0)
     cfg = tiny_config(data={"path": str(patterns), "image_size": 24},
-                      train={"epochs": 4, "steps": 4})
-    pace = Pace(until=state.clock.spent() + seconds, after=0.0, per_epoch=0.0, test_per_val=3.0)
+                      train={"epochs": 4, "steps": 4, "tta": "mirror", "tta_from_val": True})
+    pace = Pace(until=state.clock.spent() + seconds, after=0.0, per_epoch=0.0, test_per_val=6.0,
+                views=2, choose_tta=True)
     run, summary = train(cfg, tmp_path / "run", callbacks=[BudgetHeartbeat(state, pace=pace)])
     per_epoch = summary["images"]["train"] // 16
     first_replan = BudgetHeartbeat.WARM_STEPS + 1
     assert summary["last_stage_steps"] == (4 * per_epoch if grows else first_replan)
     timed = [m["val_seconds"] for m in run.metrics()]
     assert len(timed) == (4 if grows else 1) and min(timed) > 0
-    assert pace.after == pytest.approx(3.0 * timed[-1])
+    chosen = summary["tta_validation"]
+    assert chosen.get("epoch") == (3 if grows else None) and pace.choose_tta is not grows
+    assert summary["tta"] == ("mirror" if chosen["kept"] else "none")
+    assert pace.test_per_val == (3.0 if grows and not chosen["kept"] else 6.0)
+    check = 0 if grows else pace.views
+    assert pace.after == pytest.approx((pace.test_per_val * TEST_OVER_VAL + check) * timed[-1])
     val = summary["images"]["val"]
     cost = calibrated(COST, summary, run.metrics(), summary["images"]["train"], val, None)
     assert cost.eval_per_image == pytest.approx(min(timed) / val)
@@ -477,10 +484,13 @@ class FakeClock:
 
 
 def _paced_stage(tmp_path, step_seconds, until: float, after: float, validation: float,
-                 steps_per_epoch: int = 20) -> tuple[int, float]:
-    """A stage paced by BudgetHeartbeat on a fake clock, each step taking
-    `step_seconds(step)` and each epoch's validation `validation` seconds; the steps it
-    trains and the time its test would end at."""
+                 steps_per_epoch: int = 20, pace=None, tta: str = "none",
+                 choices: list[int] | None = None) -> tuple[int, float]:
+    """A stage paced by BudgetHeartbeat (`pace`, else one with no test to measure) on a
+    fake clock, each step taking `step_seconds(step)` and each epoch's validation
+    `validation` seconds; the steps it trains and the time its test would end at. A TTA
+    choice on validation takes `pace.views` validations and picks `tta`; `choices` gets
+    the steps left when each was made."""
     from types import SimpleNamespace
 
     from imgcls.fit.budget import Clock
@@ -492,8 +502,17 @@ def _paced_stage(tmp_path, step_seconds, until: float, after: float, validation:
     state.clock = Clock(until, now=clock)
     stage = SimpleNamespace(index=0, stops_at_horizon=True, epochs=50, horizon=Horizon(10),
                             scheduler=SimpleNamespace(last_epoch=0))
-    trainer = SimpleNamespace(stage=stage, loaders=SimpleNamespace(train=[0] * steps_per_epoch))
-    beat = BudgetHeartbeat(state, pace=Pace(until, after, per_epoch=validation))
+    pace = pace or Pace(until, after, per_epoch=validation)
+    choices = [] if choices is None else choices
+
+    def choose_tta() -> str:
+        clock.t += pace.views * validation
+        choices.append(stage.horizon.steps - stage.scheduler.last_epoch)
+        return tta
+
+    trainer = SimpleNamespace(stage=stage, loaders=SimpleNamespace(train=[0] * steps_per_epoch),
+                              choose_tta=choose_tta)
+    beat = BudgetHeartbeat(state, pace=pace)
     beat.on_fit_start(trainer)
     while stage.scheduler.last_epoch < stage.horizon.steps:
         clock.t += step_seconds(stage.scheduler.last_epoch)
@@ -502,8 +521,9 @@ def _paced_stage(tmp_path, step_seconds, until: float, after: float, validation:
         ended = stage.scheduler.last_epoch % steps_per_epoch == 0
         if ended or stage.scheduler.last_epoch >= stage.horizon.steps:
             clock.t += validation
-            beat.on_epoch_end(trainer, {"epoch": stage.scheduler.last_epoch // steps_per_epoch})
-    return stage.scheduler.last_epoch, clock.t + after
+            beat.on_epoch_end(trainer, {"epoch": stage.scheduler.last_epoch // steps_per_epoch,
+                                        "val_seconds": validation})
+    return stage.scheduler.last_epoch, clock.t + pace.after
 
 
 @pytest.mark.parametrize(("name", "step_seconds"), [
@@ -517,3 +537,20 @@ def test_pacing_ends_the_run_at_its_time_on_a_fake_clock(tmp_path, name, step_se
     steps, end = _paced_stage(tmp_path, step_seconds, until=200.0, after=10.0, validation=2.0)
     assert steps > 10, name  # stretched far past the plan
     assert 200.0 - 2 * 2.0 - 2.0 <= end <= 200.0 + 2.0, (name, steps, end)
+
+
+@pytest.mark.parametrize("tta", ["mirror_translate", "none"])
+def test_pacing_fits_the_last_epoch_to_the_tta_chosen_before_it(tmp_path, tta):
+    """A test of 5 validations' images, 6 TTA views each, takes 78 s, the plain one 13 s:
+    the TTA is chosen once, at the last validation before the end, and the last epoch's
+    steps then fit the test chosen, so the run ends at its time either way rather than
+    leaving the dropped views' 65 s unused."""
+    from imgcls.fit.pacing import Pace
+
+    choices: list[int] = []
+    pace = Pace(400.0, 0.0, per_epoch=2.0, test_per_val=30.0, views=6, choose_tta=True)
+    pace.measured(2.0)
+    steps, end = _paced_stage(tmp_path, lambda step: 1.0, 400.0, 0.0, validation=2.0,
+                              pace=pace, tta=tta, choices=choices)
+    assert len(choices) == 1 and 0 < choices[0] <= 20, choices
+    assert 400.0 - 2 * 2.0 - 2.0 <= end <= 400.0 + 2.0, (steps, end)

@@ -452,9 +452,11 @@ class TrainConfig(Strict):
         "accuracy is reported too.")
     tta_from_val: bool = Field(
         False, description="Keep `tta` only where it scores higher than the plain image on "
-        "the validation split (the evaluated weights, just before the test); the summary's "
-        "`tta` says what the test used and `tta_validation` the figures behind the choice. "
-        "`imgcls fit`'s runs turn it on.")
+        "the validation split (the evaluated weights, just before the test; a run paced by "
+        "`imgcls fit` chooses at its last validation before the end, so its last steps fit "
+        "the test chosen); the summary's `tta` says what the test used and `tta_validation` "
+        "the figures behind the choice (with the `epoch` it was made after, when made during "
+        "training). `imgcls fit`'s runs turn it on.")
     test: bool = Field(
         True, description="Evaluate the final model on the test split at the end. false: "
         "the run never looks at the test images and its summary's test figures are null "

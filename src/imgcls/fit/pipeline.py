@@ -512,11 +512,12 @@ def _final(state: FitState, out: Path, winner: Candidate, cost: Cost, facts: Dat
     if final.reused_trial and not Run(run_dir).is_run():
         trial = next(t for t in state.record.trials if t.name == final.reused_trial)
         Run.create(cfg, run_dir).start_from(Run(out / trial.run_dir))
-    tested = facts.test_images * views(cfg.train.tta)
-    test = final.cost.test_seconds(tested)
-    deadline = budget * (1 + DEADLINE_SLACK) - test
-    pace = Pace(budget - _reserve(budget), test, final.cost.per_epoch,
-                tested / max(1, facts.val_images))
+    tta_views, val_images = views(cfg.train.tta), max(1, facts.val_images)
+    pace = Pace(budget - _reserve(budget), 0.0, final.cost.per_epoch,
+                facts.test_images * tta_views / val_images, tta_views,
+                choose_tta=cfg.train.tta_from_val and tta_views > 1)
+    pace.measured(final.cost.test_seconds(val_images))  # until a validation measures it
+    deadline = budget * (1 + DEADLINE_SLACK) - pace.after
     run, summary = _train(cfg, run_dir, state, deadline, pace)
     _trained(final, run, summary)
     final.wall_seconds, final.test_accuracy = summary["wall_seconds"], summary["test_accuracy"]

@@ -45,7 +45,8 @@ log = get_logger(__name__)
 class Trainer(Protocol):
     """What callbacks see of `imgcls.train.trainer.Trainer`, and all they may change:
     `eval_model` (EMA), `lr_scale` (the plateau schedule), `stop_reason` (early stopping),
-    `stage.horizon.steps` (a time-paced run's `train.steps`)."""
+    `stage.horizon.steps` (a time-paced run's `train.steps`); `choose_tta` fixes the test's
+    TTA on validation before the test."""
 
     cfg: Config
     run: Run
@@ -62,6 +63,7 @@ class Trainer(Protocol):
     @property
     def is_main(self) -> bool: ...
     def main_group(self) -> dict[str, Any]: ...
+    def choose_tta(self) -> str: ...
     def state_dict(self) -> dict[str, Any]: ...
 
 

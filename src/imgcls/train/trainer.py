@@ -126,6 +126,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.images_seen = 0
         self.stop_reason: str | None = None
+        self.tta_choice: dict[str, Any] | None = None  # made on validation before the test
 
     @property
     def is_main(self) -> bool:
@@ -391,7 +392,10 @@ class Trainer:
         if not self.cfg.train.test:
             return {"test_accuracy": None, "test_accuracy_plain": None, "test_loss": None,
                     "tta": tta, "per_class": None}
-        tta, checked = self.tta_checked_on_val(tta)
+        if self.tta_choice is not None:  # chosen during training (`choose_tta`)
+            tta, checked = self.tta_choice["chosen"], self.tta_choice
+        else:
+            tta, checked = self.tta_checked_on_val(tta)
         test = evaluate(self.eval_model, self.loaders.test, tta, self.amp_dtype,
                         per_class=True, classes=self.data.classes)
         shown = "tta_" if "tta_accuracy" in test else ""
@@ -415,6 +419,18 @@ class Trainer:
                                            "val_accuracy_plain": val["accuracy"],
                                            "val_accuracy_tta": val["tta_accuracy"]}
 
+    def choose_tta(self) -> str:
+        """Make the validation's TTA choice now, on the weights so far, for the test to keep;
+        the TTA it chose ("none" if dropped). A time-paced run chooses at its last validation
+        before the end, so that its last steps fit the test it will really run (six views of
+        the test can take a tenth of a short budget). Made once: a later call returns it."""
+        if self.tta_choice is None:
+            tta, checked = self.tta_checked_on_val(self.cfg.train.tta)
+            if checked is None:  # nothing to choose: no TTA, or no validation
+                return tta
+            self.tta_choice = {**checked, "chosen": tta, "epoch": self.epoch}
+        return self.tta_choice["chosen"]
+
     def stage_times(self, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each stage's epochs and training seconds (with its feature caching, if any)."""
         return [{"name": stage.name or f"stage {i + 1}", "epochs": stage.epochs,
@@ -436,6 +452,7 @@ class Trainer:
                 "horizon": self.stage.horizon.steps,
                 "train_seconds": self.train_seconds,
                 "images_seen": self.images_seen, "wall_seconds": self.wall_seconds(),
+                "tta_choice": self.tta_choice,
                 "callbacks": {cb.key: cb.state_dict() for cb in self.callbacks}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -450,6 +467,7 @@ class Trainer:
         self.epoch, self.train_seconds = state["epoch"], state["train_seconds"]
         self.images_seen = state["images_seen"]
         self.earlier_wall_seconds = state["wall_seconds"]
+        self.tta_choice = state.get("tta_choice")
         saved = state["callbacks"]
         if isinstance(saved, list):  # checkpoints of older versions: by position
             older = [cb for cb in self.callbacks if cb.in_list_checkpoints]
