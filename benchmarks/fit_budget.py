@@ -10,7 +10,8 @@ The baseline is the hand-written config run through `imgcls fit --candidates NAM
 --baseline-seeds, default 0): the same clock, and its epochs sized to the budget on this
 machine the same way, with no search (lite0-transfer-128px is configs/finetune-folder.yaml,
 fastnet94-32px configs/cifar10-fast.yaml with the data's recipe settings). `--alone NAME
-...` also runs each of those candidates alone for the whole budget (the first seed);
+...` also runs each of those candidates alone for the whole budget (the first seed; the
+baseline's own run is its run alone);
 `--heldout` also runs fit with priors that hold out this data set's learning curves (mode
 `heldout`): the benchmark data is among the priors' own, and this is fit on data the priors
 never measured (a user's). Each run
@@ -74,7 +75,7 @@ def _runs(name: str, budget: str, seeds: list[int], baseline: str, baseline_seed
         if seed in baseline_seeds:
             runs.append((f"{name}/{budget}/baseline/seed{seed}", [baseline], seed, False))
     runs += [(f"{name}/{budget}/alone-{c}/seed{seeds[0]}", [c], seeds[0], False)
-             for c in alone]
+             for c in alone if c != baseline or seeds[0] not in baseline_seeds]
     if heldout:
         runs += [(f"{name}/{budget}/heldout/seed{seed}", None, seed, True) for seed in seeds]
     return runs

@@ -6,6 +6,7 @@ repository's reference data, written as the package's priors
     python benchmarks/learning_curves.py --datasets ../shared/datasets
     python benchmarks/learning_curves.py --datasets ../shared/datasets \
         --import-fit benchmarks/results/fit_budget.json   # + the fit benchmark's runs
+    python benchmarks/learning_curves.py --spread   # how far the priors err on unseen data
 
 Each point is one run of a candidate exactly as `imgcls fit` builds it (`resized`: its last
 stage cut to the passes' optimizer steps, the lr schedule ending there, the test with the
@@ -22,6 +23,7 @@ import math
 from pathlib import Path
 
 from imgcls.data import load_data
+from imgcls.fit import forecast
 from imgcls.fit.candidates import Candidate, candidates_for, resized
 from imgcls.fit.cost import steps_per_epoch
 from imgcls.fit.forecast import PRIORS
@@ -30,6 +32,7 @@ from imgcls.hardware import machine_line
 from imgcls.tracking.io import atomic_write_json
 from imgcls.train import train
 
+NO_CAP = 10**6  # classes: a forecast not held below chance (the points' own class counts vary)
 # data archive (`NAME@N`: a stratified subset of N training images) -> candidate -> passes
 # of its last stage
 GRID: dict[str, dict[str, list[float]]] = {
@@ -82,6 +85,37 @@ def import_fit(path: Path) -> list[dict]:
     return points
 
 
+def spread_table(points: list[dict]) -> list[dict]:
+    """How far the priors alone err on a data set they never saw: for each data set, its
+    points forecast from the other data sets' curves alone, and the error of the forecast
+    gap between every two of its points of different candidates (RMS), beside the distance
+    `forecast.spread` reads (the farther of the two candidates' nearest curves). The
+    measurement behind `forecast.SPREAD_PER_DISTANCE`."""
+    rows = []
+    for data in sorted({p["data"] for p in points}):
+        others = tuple(forecast.fit_curves([p for p in points if p["data"] != data]))
+        own = [p for p in points if p["data"] == data and p.get("test_accuracy") is not None]
+        errors, distances = [], []
+        for i, p in enumerate(own):
+            for q in own[i + 1:]:
+                if p["candidate"] == q["candidate"]:
+                    continue
+                f = [forecast.forecast(x["family"], x["input_size"], x["train_images"],
+                                       NO_CAP, x["passes"], curves=others) for x in (p, q)]
+                if None in f:
+                    continue
+                errors.append((f[0].score - f[1].score)
+                              - (p["test_accuracy"] - q["test_accuracy"]))
+                distances.append(max(min(c.distance(x["train_images"], x["input_size"])
+                                         for c in others if c.family == x["family"])
+                                     for x in (p, q)))
+        if errors:
+            rows.append({"data": data, "pairs": len(errors),
+                         "distance": sum(distances) / len(distances),
+                         "gap_rms": math.sqrt(sum(e * e for e in errors) / len(errors))})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
@@ -89,9 +123,18 @@ def main() -> None:
     parser.add_argument("--import-fit", type=Path)
     parser.add_argument("--work", type=Path, default=Path("runs/curves"))
     parser.add_argument("--out", type=Path, default=PRIORS)
+    parser.add_argument("--spread", action="store_true",
+                        help="only print how far the priors err on a data set left out")
     args = parser.parse_args()
     saved = json.loads(args.out.read_text()) if args.out.is_file() else {"points": []}
     points = saved["points"]
+    if args.spread:
+        for row in spread_table(points):
+            print(f"{row['data']}: forecast gaps from the other data sets' curves err "
+                  f"{row['gap_rms']:.3f} (RMS over {row['pairs']} pairs) at distance "
+                  f"{row['distance']:.2f}; spread() gives "
+                  f"{forecast.SPREAD_NEAR + forecast.SPREAD_PER_DISTANCE * row['distance']:.3f}")
+        return
     if args.import_fit:
         have = {p.get("source") for p in points}
         points += [p for p in import_fit(args.import_fit) if p["source"] not in have]
