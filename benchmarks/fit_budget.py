@@ -92,9 +92,9 @@ def code_version() -> str:
     return commit + ("+changes" if git("status", "--porcelain", "--", "../src") else "")
 
 
-def _record(result, seconds: float) -> dict:
+def _record(result, seconds: float, code: str) -> dict:
     record, final = result.record, result.record.final
-    return {"code": code_version(),
+    return {"code": code,
             "test_accuracy": result.summary["test_accuracy"], "winner": result.winner,
             "spent_seconds": record.spent_seconds, "budget_seconds": seconds,
             "budget_ratio": record.spent_seconds / seconds, "final_steps": final.steps,
@@ -129,6 +129,7 @@ def main() -> None:
     results.setdefault("machine", machine_line("train.amp auto"))
     runs = results.setdefault("runs", {})
     name = Path(args.data).name.split(".")[0]
+    code = code_version()  # what this process imported, whatever is committed while it runs
     warm_cache(args.data)
     for budget in args.budgets:
         seconds = parse_duration(budget)
@@ -139,7 +140,7 @@ def main() -> None:
             with priors_without(name if heldout else None):
                 result = fit(args.data, seconds, out=args.out / key.replace("/", "-"),
                              seed=seed, only=only)
-            runs[key] = _record(result, seconds)
+            runs[key] = _record(result, seconds, code)
             atomic_write_json(args.results, results)
             r = runs[key]
             print(f"{key}: test {r['test_accuracy']:.4f} ({result.winner}; forecast "
@@ -147,11 +148,14 @@ def main() -> None:
                   f"{seconds:.0f} s ({r['budget_ratio']:.1%})", flush=True)
         modes = sorted({k.split("/")[2] for k in runs if k.startswith(f"{name}/{budget}/")})
         for mode in modes:
-            accs = [runs[k]["test_accuracy"] for k in runs
-                    if k.startswith(f"{name}/{budget}/{mode}/")]
+            cell = [runs[k] for k in runs if k.startswith(f"{name}/{budget}/{mode}/")]
+            accs = [r["test_accuracy"] for r in cell]
             spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            errors = [abs(r["forecast_error"]) for r in cell if r["forecast_error"] is not None]
+            error = (f", forecast error {100 * statistics.mean(errors):.1f} points (mean "
+                     "absolute)" if errors else "")
             print(f"{name} {budget} {mode}: {100 * statistics.mean(accs):.2f} +- "
-                  f"{100 * spread:.2f}% over {len(accs)} seed(s)", flush=True)
+                  f"{100 * spread:.2f}% over {len(accs)} seed(s){error}", flush=True)
     print(results["machine"])
 
 
