@@ -7,6 +7,7 @@ repository's reference data, written as the package's priors
     python benchmarks/learning_curves.py --datasets ../shared/datasets \
         --import-fit benchmarks/results/fit_budget.json   # + the fit benchmark's runs
     python benchmarks/learning_curves.py --spread   # how far the priors err on unseen data
+    python benchmarks/learning_curves.py --shape    # how far their shape carries a trial
 
 Each point is one run of a candidate exactly as `imgcls fit` builds it (`resized`: its last
 stage cut to the passes' optimizer steps, the lr schedule ending there, the test with the
@@ -85,6 +86,15 @@ def import_fit(path: Path) -> list[dict]:
     return points
 
 
+def _left_out(points: list[dict]):
+    """Each data set's points with the curves of the other data sets alone: what the
+    priors know of data they never saw."""
+    for data in sorted({p["data"] for p in points}):
+        others = tuple(forecast.fit_curves([p for p in points if p["data"] != data]))
+        own = [p for p in points if p["data"] == data and p.get("test_accuracy") is not None]
+        yield data, others, own
+
+
 def spread_table(points: list[dict]) -> list[dict]:
     """How far the priors alone err on a data set they never saw: for each data set, its
     points forecast from the other data sets' curves alone, and the error of the forecast
@@ -92,9 +102,7 @@ def spread_table(points: list[dict]) -> list[dict]:
     `forecast.spread` reads (the farther of the two candidates' nearest curves). The
     measurement behind `forecast.SPREAD_PER_DISTANCE`."""
     rows = []
-    for data in sorted({p["data"] for p in points}):
-        others = tuple(forecast.fit_curves([p for p in points if p["data"] != data]))
-        own = [p for p in points if p["data"] == data and p.get("test_accuracy") is not None]
+    for data, others, own in _left_out(points):
         errors, distances = [], []
         for i, p in enumerate(own):
             for q in own[i + 1:]:
@@ -106,14 +114,58 @@ def spread_table(points: list[dict]) -> list[dict]:
                     continue
                 errors.append((f[0].score - f[1].score)
                               - (p["test_accuracy"] - q["test_accuracy"]))
-                distances.append(max(min(c.distance(x["train_images"], x["input_size"])
-                                         for c in others if c.family == x["family"])
+                distances.append(max(forecast.nearest(x["family"], x["train_images"],
+                                                      x["input_size"], others)
                                      for x in (p, q)))
         if errors:
             rows.append({"data": data, "pairs": len(errors),
                          "distance": sum(distances) / len(distances),
                          "gap_rms": math.sqrt(sum(e * e for e in errors) / len(errors))})
     return rows
+
+
+def shape_table(points: list[dict]) -> list[dict]:
+    """How far a curve's shape carries a trial: every point taken as a trial and forecast
+    by the ratio of the curves' errors (no weighing against the priors) to each longer
+    point of its candidate (1.5x the passes or more), once from all the curves and once
+    from the other data sets' curves alone; per data set and candidate, the RMS miss in
+    log error per unit of log passes extrapolated, beside the distance to the nearest
+    curve. The measurement behind `forecast.SHAPE_NEAR` and `SHAPE_PER_ROOT_DISTANCE`."""
+    every = tuple(forecast.fit_curves(points))
+    rows = []
+    for data, others, own in _left_out(points):
+        for source, curves in (("own", every), ("left out", others)):
+            misses: dict[str, list[tuple[float, float]]] = {}
+            for p in own:
+                for q in own:
+                    if p["candidate"] != q["candidate"] or q["passes"] < 1.5 * p["passes"]:
+                        continue
+                    ratio = forecast.carry(p["family"], p["train_images"], p["input_size"],
+                                           p["passes"], q["passes"], curves)
+                    if ratio is None:
+                        continue
+                    reach = abs(forecast.log_passes(q["family"], q["passes"])
+                                - forecast.log_passes(p["family"], p["passes"]))
+                    miss = math.log((1 - q["test_accuracy"])
+                                    / ((1 - p["test_accuracy"]) * ratio))
+                    misses.setdefault(p["candidate"], []).append((miss, reach))
+            for candidate, pairs in sorted(misses.items()):
+                x = next(p for p in own if p["candidate"] == candidate)
+                rows.append({"data": data, "candidate": candidate, "curves": source,
+                             "pairs": len(pairs),
+                             "distance": forecast.nearest(x["family"], x["train_images"],
+                                                          x["input_size"], curves),
+                             "per_log_pass": math.sqrt(sum(m * m for m, _ in pairs)
+                                                       / sum(r * r for _, r in pairs))})
+    return rows
+
+
+def _shape_fit(rows: list[dict]) -> float:
+    """The least-squares slope of the rows' miss per log pass above SHAPE_NEAR against the
+    root of their distance."""
+    roots = [math.sqrt(r["distance"]) for r in rows]
+    above = [r["per_log_pass"] - forecast.SHAPE_NEAR for r in rows]
+    return sum(a * b for a, b in zip(roots, above, strict=True)) / sum(a * a for a in roots)
 
 
 def main() -> None:
@@ -125,6 +177,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=PRIORS)
     parser.add_argument("--spread", action="store_true",
                         help="only print how far the priors err on a data set left out")
+    parser.add_argument("--shape", action="store_true",
+                        help="only print how far the curves' shape carries a trial")
     args = parser.parse_args()
     saved = json.loads(args.out.read_text()) if args.out.is_file() else {"points": []}
     points = saved["points"]
@@ -134,6 +188,15 @@ def main() -> None:
                   f"{row['gap_rms']:.3f} (RMS over {row['pairs']} pairs) at distance "
                   f"{row['distance']:.2f}; spread() gives "
                   f"{forecast.SPREAD_NEAR + forecast.SPREAD_PER_DISTANCE * row['distance']:.3f}")
+        return
+    if args.shape:
+        rows = shape_table(points)
+        for row in rows:
+            print(f"{row['data']} {row['candidate']} ({row['curves']} curves, distance "
+                  f"{row['distance']:.2f}, {row['pairs']} pairs): misses "
+                  f"{row['per_log_pass']:.3f} in log error per log pass")
+        print(f"fit: {forecast.SHAPE_NEAR} + {_shape_fit(rows):.3f} x root distance "
+              f"(shipped: {forecast.SHAPE_PER_ROOT_DISTANCE})")
         return
     if args.import_fit:
         have = {p.get("source") for p in points}

@@ -79,6 +79,25 @@ def test_a_noisy_trial_is_weighed_against_the_priors():
     assert many.trial_weight > 0.9
 
 
+def test_a_trial_carried_far_from_its_own_curve_weighs_less():
+    """A trial at 64 px, where the only curve is at 32 px, carried 30x its passes rests on
+    a shape measured at another size: it counts less than carried 2x, and less than a
+    trial on its own curve carried as far."""
+    curves = tuple(fit_curves(_points("ref", "scratch", 3_000, 32, passes=(1, 3, 10, 30))))
+    trial = 1 - 0.8 * _law(1)  # ahead of the curve after one pass
+
+    def weight(size: int, passes: float) -> float:
+        return forecast("scratch", size, 3_000, 5, passes, 1.0, trial, curves,
+                        val_images=350).trial_weight
+
+    assert weight(64, 30) < weight(64, 2) - 0.1
+    assert weight(64, 30) < weight(32, 30) - 0.1
+    far = forecast("scratch", 64, 3_000, 5, 30, 1.0, trial, curves, val_images=350)
+    carried = forecast("scratch", 64, 3_000, 5, 30, 1.0, trial, curves)
+    prior = forecast("scratch", 64, 3_000, 5, 30, curves=curves)
+    assert prior.score < far.score < carried.score
+
+
 def test_the_nearest_reference_data_weighs_most():
     small = _points("small", "scratch", 2_000, 32, passes=(1, 3, 10, 30))
     for p in small:  # a few images: levels off early

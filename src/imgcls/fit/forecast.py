@@ -43,6 +43,18 @@ SIZE_WEIGHT = 0.5  # input size counts half as much as the data's size in the di
 # erred 0.08 at distance 0.59 (each flower set from the other) and 0.18 at 2.8 (CIFAR-10)
 SPREAD_NEAR = 0.02
 SPREAD_PER_DISTANCE = 0.1
+# How surely the curves' shape carries a trial: the log error a trial's forecast misses by,
+# per unit of log passes it extrapolates, SHAPE_NEAR plus SHAPE_PER_ROOT_DISTANCE per root of
+# the distance to the nearest curve (`benchmarks/learning_curves.py --shape`: 0.00-0.07 on
+# the curves' own data; forecasting each data set from the other data sets' curves alone,
+# 0.08-0.23 at distance 0.6-0.9 and 0.23-0.39 at 2.8-3.1: growing slower than the distance)
+SHAPE_NEAR = 0.02
+SHAPE_PER_ROOT_DISTANCE = 0.165
+
+
+def log_passes(family: str, passes: float) -> float:
+    """The axis the curves are joined on: log (passes + the family's offset)."""
+    return math.log(max(max(passes, 0.0) + OFFSET[family], MIN_PASSES))
 
 
 @dataclass(frozen=True)
@@ -63,7 +75,7 @@ class Curve:
     log_error: tuple[float, ...]
 
     def error(self, passes: float) -> float:
-        x = math.log(max(max(passes, 0.0) + OFFSET[self.family], MIN_PASSES))
+        x = log_passes(self.family, passes)
         lx, ly = self.log_x, self.log_error
         average = (ly[-1] - ly[0]) / (lx[-1] - lx[0])
         if x > lx[-1]:  # flattening toward a floor: half the last segment's slope
@@ -132,7 +144,7 @@ def fit_curves(points: list[dict]) -> list[Curve]:
         xs = sorted(by_passes)
         errors = _non_increasing([float(np.mean(by_passes[x])) for x in xs],
                                  [len(by_passes[x]) for x in xs])
-        log_x = tuple(math.log(max(x + OFFSET[family], MIN_PASSES)) for x in xs)
+        log_x = tuple(log_passes(family, x) for x in xs)
         log_error = tuple(math.log(max(e, 1e-4)) for e in errors)
         images = round(float(np.median([p["train_images"] for p in group])))
         curves.append(Curve(family, data, candidate, group[0]["input_size"], images, log_x,
@@ -159,13 +171,17 @@ def spread(families: list[str], train_images: int, input_sizes: list[int],
     distance from this data to the nearest curve, of the farther candidate (inf where a
     family has no curve)."""
     curves = shipped_curves() if curves is None else curves
-    far = 0.0
-    for family, size in zip(families, input_sizes, strict=True):
-        own = [c.distance(train_images, size) for c in curves if c.family == family]
-        if not own:
-            return math.inf
-        far = max(far, min(own))
+    far = max(nearest(family, train_images, size, curves)
+              for family, size in zip(families, input_sizes, strict=True))
     return SPREAD_NEAR + SPREAD_PER_DISTANCE * far
+
+
+def nearest(family: str, train_images: int, input_size: int, curves: tuple[Curve, ...]
+            ) -> float:
+    """The distance from this data at `input_size` px to the nearest curve of `family`
+    (inf where there is none)."""
+    return min((c.distance(train_images, input_size) for c in curves if c.family == family),
+               default=math.inf)
 
 
 def expected_gain(gap: float, spread: float) -> float:
@@ -181,6 +197,18 @@ def expected_gain(gap: float, spread: float) -> float:
         2 * math.pi)
 
 
+def _ratio(curves: list[Curve], w: np.ndarray, start: float, end: float) -> float:
+    return float(np.exp(w @ np.log([c.error(end) / c.error(start) for c in curves])))
+
+
+def carry(family: str, train_images: int, input_size: int, start: float, end: float,
+          curves: tuple[Curve, ...]) -> float | None:
+    """The factor the curves of `family` say the error falls by from `start` to `end`
+    passes (None without a curve of the family)."""
+    own = [c for c in curves if c.family == family]
+    return _ratio(own, _weights(own, train_images, input_size), start, end) if own else None
+
+
 def forecast(family: str, input_size: int, train_images: int, classes: int, passes: float,
              trial_passes: float | None = None, trial_score: float | None = None,
              curves: tuple[Curve, ...] | None = None, val_images: int | None = None
@@ -190,10 +218,14 @@ def forecast(family: str, input_size: int, train_images: int, classes: int, pass
     where there is one; None where no reference curve of the family exists.
 
     A trial scored on `val_images` images is a noisy measure (binomial: 2.6 points on 310
-    images at 71%), the priors alone an uncertain one (`spread`): the two forecasts are
-    weighed by their precisions, so near the reference data a lucky trial does not carry
-    the forecast far off its curve (fastnet94's 0.711 on 310 flowers5-128 validation images
-    alone forecast 78.7%; it reached 74.7%), and far from it the trial decides."""
+    images at 71%), and the curves' shape carries it the less surely the farther it
+    extrapolates, in log passes, from curves of other data or sizes (SHAPE_*); the priors
+    alone are an uncertain measure too (`spread`). The two forecasts are weighed by their
+    precisions, so near the reference data a lucky trial does not carry the forecast far
+    off its curve (fastnet94's 0.711 on 310 flowers5-128 validation images alone forecast
+    78.7%; it reached 74.7%), nor a short trial of a size without its own curve across 15x
+    its passes (fastnet94 at 64 px: 0.699 after 1.33 passes carried to 81%; it reached
+    75.7% after 18.8), and far from the reference data the trial decides."""
     shipped = shipped_curves() if curves is None else curves
     curves = [c for c in shipped if c.family == family]
     if not curves:
@@ -203,13 +235,15 @@ def forecast(family: str, input_size: int, train_images: int, classes: int, pass
     prior = float(np.exp(w @ np.log([c.error(passes) for c in curves])))
     if trial_score is None:
         return Forecast(1.0 - min(prior, chance), passes)
-    ratio = float(np.exp(w @ np.log([c.error(passes) / c.error(trial_passes)
-                                     for c in curves])))
+    ratio = _ratio(curves, w, trial_passes, passes)
     carried, weight = (1.0 - trial_score) * ratio, 1.0
     if val_images:
+        far = nearest(family, train_images, input_size, shipped)
         noise = ratio * math.sqrt(trial_score * (1.0 - trial_score) / val_images)
-        doubt = spread([family], train_images, [input_size], shipped)
-        weight = doubt**2 / (doubt**2 + noise**2) if noise > 0 else 1.0
+        reach = abs(log_passes(family, passes) - log_passes(family, trial_passes))
+        shape = carried * (SHAPE_NEAR + SHAPE_PER_ROOT_DISTANCE * math.sqrt(far)) * reach
+        doubt = SPREAD_NEAR + SPREAD_PER_DISTANCE * far
+        weight = doubt**2 / (doubt**2 + noise**2 + shape**2) if noise + shape > 0 else 1.0
     error = weight * carried + (1.0 - weight) * prior
     return Forecast(1.0 - min(max(error, 0.0), chance), passes, trial_passes, trial_score,
                     weight)
