@@ -439,12 +439,13 @@ def test_train_steps_end_the_last_epoch_early(patterns, tmp_path):
         train(tiny_config(data=data, train={"epochs": 3, "steps": 500}), tmp_path / "run2")
 
 
-@pytest.mark.parametrize(("seconds", "grows"), [(0.0, False), (600.0, True)])
-def test_pace_moves_the_horizon_to_the_time_left(patterns, tmp_path, seconds, grows):
+@pytest.mark.parametrize(("seconds", "grows", "worth"), [
+    (0.0, False, None), (600.0, True, None), (600.0, True, 1.0)])
+def test_pace_moves_the_horizon_to_the_time_left(patterns, tmp_path, seconds, grows, worth):
     """No time left: the run stops at its first re-plan (its TTA chosen at the test);
     plenty: the horizon stretches to the epochs' room, the TTA is chosen on validation
     before the last epoch, and each validation re-measures the test's time (and the
-    trial's inference cost)."""
+    trial's inference cost). Steps that would remove all the error outweigh any TTA."""
     from conftest import tiny_config
     from imgcls.fit.cost import calibrated
     from imgcls.fit.pacing import TEST_OVER_VAL, BudgetHeartbeat, Pace
@@ -454,7 +455,8 @@ def test_pace_moves_the_horizon_to_the_time_left(patterns, tmp_path, seconds, gr
     cfg = tiny_config(data={"path": str(patterns), "image_size": 24},
                       train={"epochs": 4, "steps": 4, "tta": "mirror", "tta_from_val": True})
     pace = Pace(until=state.clock.spent() + seconds, after=0.0, per_epoch=0.0, test_per_val=6.0,
-                views=2, choose_tta=True)
+                views=2, choose_tta=True,
+                worth=None if worth is None else (lambda a, b: worth))
     run, summary = train(cfg, tmp_path / "run", callbacks=[BudgetHeartbeat(state, pace=pace)])
     per_epoch = summary["images"]["train"] // 16
     first_replan = BudgetHeartbeat.WARM_STEPS + 1
@@ -464,6 +466,8 @@ def test_pace_moves_the_horizon_to_the_time_left(patterns, tmp_path, seconds, gr
     chosen = summary["tta_validation"]
     assert chosen.get("epoch") == (3 if grows else None) and pace.choose_tta is not grows
     assert summary["tta"] == ("mirror" if chosen["kept"] else "none")
+    if worth:
+        assert chosen["forgone"] == worth and not chosen["kept"]
     assert pace.test_per_val == (3.0 if grows and not chosen["kept"] else 6.0)
     check = 0 if grows else pace.views
     assert pace.after == pytest.approx((pace.test_per_val * TEST_OVER_VAL + check) * timed[-1])
@@ -505,13 +509,13 @@ def _paced_stage(tmp_path, step_seconds, until: float, after: float, validation:
     pace = pace or Pace(until, after, per_epoch=validation)
     choices = [] if choices is None else choices
 
-    def choose_tta() -> str:
+    def choose_tta(forgone: float = 0.0) -> str:
         clock.t += pace.views * validation
         choices.append(stage.horizon.steps - stage.scheduler.last_epoch)
         return tta
 
     trainer = SimpleNamespace(stage=stage, loaders=SimpleNamespace(train=[0] * steps_per_epoch),
-                              choose_tta=choose_tta)
+                              choose_tta=choose_tta, tta_choice=None)
     beat = BudgetHeartbeat(state, pace=pace)
     beat.on_fit_start(trainer)
     while stage.scheduler.last_epoch < stage.horizon.steps:
@@ -554,3 +558,38 @@ def test_pacing_fits_the_last_epoch_to_the_tta_chosen_before_it(tmp_path, tta):
                               pace=pace, tta=tta, choices=choices)
     assert len(choices) == 1 and 0 < choices[0] <= 20, choices
     assert 400.0 - 2 * 2.0 - 2.0 <= end <= 400.0 + 2.0, (steps, end)
+
+
+def test_the_tta_is_weighed_against_the_steps_its_test_time_would_train(tmp_path):
+    """Five of six views of a test of 30 validations' images, 2 s each, take 52.5 s: at 1 s
+    a step, 52.5 steps, 2.6 epochs of 20; the TTA is weighed against what the curves say
+    those epochs remove, at the horizon as it stands."""
+    from imgcls.fit.pacing import TEST_OVER_VAL, Pace
+
+    asked: list[tuple[float, float]] = []
+
+    def worth(a: float, b: float) -> float:
+        asked.append((a, b))
+        return 0.1
+
+    pace = Pace(400.0, 0.0, per_epoch=2.0, test_per_val=30.0, views=6, choose_tta=True,
+                worth=worth)
+    pace.measured(2.0)
+    _paced_stage(tmp_path, lambda step: 1.0, 400.0, 0.0, validation=2.0, pace=pace,
+                 tta="none")
+    ((a, b),) = asked
+    assert b - a == pytest.approx(30 * 5 / 6 * TEST_OVER_VAL * 2.0 / 20, rel=0.01)
+    assert a > 5  # epochs: the horizon near the end of the 400 s, not the plan's 10 steps
+
+
+def test_a_resumed_run_keeps_the_tta_it_chose_before_it_stopped(tmp_path):
+    """A final run killed in its last epoch, after its TTA was dropped, resumes with the
+    plain test's time, not the six views' it would otherwise keep free."""
+    from types import SimpleNamespace
+
+    from imgcls.fit.pacing import BudgetHeartbeat, Pace
+
+    pace = Pace(400.0, 0.0, per_epoch=2.0, test_per_val=30.0, views=6, choose_tta=True)
+    beat = BudgetHeartbeat(FitState(tmp_path, SETTINGS, budget=400.0), pace=pace)
+    beat.on_fit_start(SimpleNamespace(tta_choice={"chosen": "none", "kept": False}))
+    assert not pace.choose_tta and pace.test_per_val == 5.0 and pace.views == 1

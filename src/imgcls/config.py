@@ -454,7 +454,9 @@ class TrainConfig(Strict):
         False, description="Keep `tta` only where it scores higher than the plain image on "
         "the validation split (the evaluated weights, just before the test; a run paced by "
         "`imgcls fit` chooses at its last validation before the end, so its last steps fit "
-        "the test chosen); the summary's `tta` says what the test used and `tta_validation` "
+        "the test chosen, and keeps the TTA only if it removes a larger share of the "
+        "validation error than the steps its views' time would train are forecast to: "
+        "`forgone`); the summary's `tta` says what the test used and `tta_validation` "
         "the figures behind the choice (with the `epoch` it was made after, when made during "
         "training). `imgcls fit`'s runs turn it on.")
     test: bool = Field(

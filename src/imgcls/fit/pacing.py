@@ -3,6 +3,7 @@ its last stage's horizon moved after every step to where the time runs out."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,9 @@ class Pace:
     images (times its TTA views) per validation image, so that each validation of the
     stage re-measures `after`. `views`, with `choose_tta`: the TTA is still to be chosen on
     validation (`views` views of it), at the stage's last validation before its end; the
-    test then costs `test_per_val / views` if it drops the TTA."""
+    test then costs `test_per_val / views` if it drops the TTA. `worth(a, b)`: the share of
+    the error that training for `b` epochs of the stage instead of `a` removes (the
+    forecast's curves), against which the TTA is weighed; None: kept wherever it helps."""
 
     until: float
     after: float
@@ -31,6 +34,7 @@ class Pace:
     test_per_val: float = 0.0
     views: int = 1
     choose_tta: bool = False
+    worth: Callable[[float, float], float] | None = None
 
     def measured(self, val_seconds: float) -> None:
         """`after` re-measured from a validation's seconds: the test, and the TTA's check on
@@ -69,6 +73,8 @@ class BudgetHeartbeat(Callback):
 
     def on_fit_start(self, trainer) -> None:
         self.last_epoch = self.last_step = self.now()
+        if self.pace is not None and self.pace.choose_tta and trainer.tta_choice is not None:
+            self.pace.chosen(trainer.tta_choice["chosen"])  # made before the run was resumed
 
     def on_batch_end(self, trainer, images: int) -> None:
         now = self.now()
@@ -102,7 +108,7 @@ class BudgetHeartbeat(Callback):
         self.epoch_gap = now - self.last_step
         paced = self.pace is not None and trainer.stage.stops_at_horizon
         if paced and self.pace.choose_tta and self._last_validation(trainer):
-            self.pace.chosen(trainer.choose_tta())
+            self.pace.chosen(trainer.choose_tta(self._forgone(trainer, metrics)))
         self.state.save()
         self.last_step = self.now()  # the next step's own time
         spent = self.state.clock.spent()
@@ -112,6 +118,17 @@ class BudgetHeartbeat(Callback):
                 and trainer.epoch < trainer.cfg.train.epochs and spent + epoch > self.deadline):
             trainer.stop_reason = (f"stopped at the time budget after epoch {metrics['epoch']}"
                                    f" ({spent:.0f} s spent; an epoch takes {epoch:.0f} s)")
+
+    def _forgone(self, trainer, metrics: dict[str, Any]) -> float:
+        """The share of the error the steps that the TTA's extra views' test time would
+        train are forecast to remove (0 without a forecast or a timed step)."""
+        pace, val_seconds = self.pace, metrics.get("val_seconds")
+        if pace.worth is None or not self.steps_timed or not val_seconds or pace.views < 2:
+            return 0.0
+        views_seconds = pace.test_per_val * (1 - 1 / pace.views) * TEST_OVER_VAL * val_seconds
+        steps = views_seconds / (self.step_seconds / self.steps_timed)
+        per_epoch, horizon = len(trainer.loaders.train), trainer.stage.horizon.steps
+        return max(0.0, pace.worth(horizon / per_epoch, (horizon + steps) / per_epoch))
 
     @staticmethod
     def _last_validation(trainer) -> bool:

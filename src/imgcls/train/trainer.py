@@ -404,28 +404,36 @@ class Trainer:
                 **{f"test_{k}": test[shown + k] for k in SCORES if shown + k in test},
                 "per_class": test["per_class"], "tta_validation": checked}
 
-    def tta_checked_on_val(self, tta: str) -> tuple[str, dict[str, Any] | None]:
+    def tta_checked_on_val(self, tta: str, forgone: float = 0.0
+                           ) -> tuple[str, dict[str, Any] | None]:
         """With `train.tta_from_val`, the TTA kept only if it beats the plain image on the
         validation split (the evaluated weights, before the test): averaging views can cost
-        accuracy (a mirror on asymmetric classes, a shift on tiny images). The figures
-        behind the choice are returned for the summary."""
+        accuracy (a mirror on asymmetric classes, a shift on tiny images). `forgone`: the
+        share of the validation error that the time the TTA's views take would remove by
+        training instead (a time-paced run's); the TTA must then remove a larger share.
+        The figures behind the choice are returned for the summary."""
         if tta == "none" or not self.cfg.train.tta_from_val or self.loaders.val is None:
             return tta, None
         val = evaluate(self.eval_model, self.loaders.val, tta, self.amp_dtype)
-        kept = val["tta_accuracy"] > val["accuracy"]
+        plain, with_tta = val["accuracy"], val["tta_accuracy"]
+        kept = with_tta - plain > forgone * (1.0 - plain)
+        price = (f"; the steps its test's time would train are forecast to remove "
+                 f"{forgone:.1%} of the error" if forgone else "")
         log.info(f"TTA {tta} {'kept' if kept else 'dropped'}: validation accuracy "
-                 f"{val['tta_accuracy']:.4f} with it, {val['accuracy']:.4f} without")
+                 f"{with_tta:.4f} with it, {plain:.4f} without{price}")
         return (tta if kept else "none"), {"tta": tta, "kept": kept,
-                                           "val_accuracy_plain": val["accuracy"],
-                                           "val_accuracy_tta": val["tta_accuracy"]}
+                                           "val_accuracy_plain": plain,
+                                           "val_accuracy_tta": with_tta, "forgone": forgone}
 
-    def choose_tta(self) -> str:
+    def choose_tta(self, forgone: float = 0.0) -> str:
         """Make the validation's TTA choice now, on the weights so far, for the test to keep;
         the TTA it chose ("none" if dropped). A time-paced run chooses at its last validation
         before the end, so that its last steps fit the test it will really run (six views of
-        the test can take a tenth of a short budget). Made once: a later call returns it."""
+        the test can take a tenth of a short budget), and weighs the TTA against the steps
+        its views' time would train (`forgone`, as in `tta_checked_on_val`). Made once: a
+        later call returns it."""
         if self.tta_choice is None:
-            tta, checked = self.tta_checked_on_val(self.cfg.train.tta)
+            tta, checked = self.tta_checked_on_val(self.cfg.train.tta, forgone)
             if checked is None:  # nothing to choose: no TTA, or no validation
                 return tta
             self.tta_choice = {**checked, "chosen": tta, "epoch": self.epoch}
