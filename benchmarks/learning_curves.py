@@ -187,7 +187,7 @@ def main() -> None:
             print(f"{row['data']}: forecast gaps from the other data sets' curves err "
                   f"{row['gap_rms']:.3f} (RMS over {row['pairs']} pairs) at distance "
                   f"{row['distance']:.2f}; spread() gives "
-                  f"{forecast.SPREAD_NEAR + forecast.SPREAD_PER_DISTANCE * row['distance']:.3f}")
+                  f"{forecast.spread_at(row['distance']):.3f}")
         return
     if args.shape:
         rows = shape_table(points)

@@ -171,9 +171,13 @@ def spread(families: list[str], train_images: int, input_sizes: list[int],
     distance from this data to the nearest curve, of the farther candidate (inf where a
     family has no curve)."""
     curves = shipped_curves() if curves is None else curves
-    far = max(nearest(family, train_images, size, curves)
-              for family, size in zip(families, input_sizes, strict=True))
-    return SPREAD_NEAR + SPREAD_PER_DISTANCE * far
+    return spread_at(max(nearest(family, train_images, size, curves)
+                         for family, size in zip(families, input_sizes, strict=True)))
+
+
+def spread_at(distance: float) -> float:
+    """The spread of priors-only forecasts at `distance` from the nearest curve."""
+    return SPREAD_NEAR + SPREAD_PER_DISTANCE * distance
 
 
 def nearest(family: str, train_images: int, input_size: int, curves: tuple[Curve, ...]
@@ -242,7 +246,7 @@ def forecast(family: str, input_size: int, train_images: int, classes: int, pass
         noise = ratio * math.sqrt(trial_score * (1.0 - trial_score) / val_images)
         reach = abs(log_passes(family, passes) - log_passes(family, trial_passes))
         shape = carried * (SHAPE_NEAR + SHAPE_PER_ROOT_DISTANCE * math.sqrt(far)) * reach
-        doubt = SPREAD_NEAR + SPREAD_PER_DISTANCE * far
+        doubt = spread_at(far)
         weight = doubt**2 / (doubt**2 + noise**2 + shape**2) if noise + shape > 0 else 1.0
     error = weight * carried + (1.0 - weight) * prior
     return Forecast(1.0 - min(max(error, 0.0), chance), passes, trial_passes, trial_score,

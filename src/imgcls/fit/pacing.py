@@ -123,7 +123,7 @@ class BudgetHeartbeat(Callback):
         """The share of the error the steps that the TTA's extra views' test time would
         train are forecast to remove (0 without a forecast or a timed step)."""
         pace, val_seconds = self.pace, metrics.get("val_seconds")
-        if pace.worth is None or not self.steps_timed or not val_seconds or pace.views < 2:
+        if pace.worth is None or not self.steps_timed or not val_seconds:
             return 0.0
         views_seconds = pace.test_per_val * (1 - 1 / pace.views) * TEST_OVER_VAL * val_seconds
         steps = views_seconds / (self.step_seconds / self.steps_timed)
