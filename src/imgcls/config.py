@@ -112,6 +112,16 @@ class DataConfig(Strict):
     split_seed: int = Field(
         0, description="Fixes the val/test split independently of `seed`, so repeated runs "
         "with different seeds share it.")
+    exclude: str | None = Field(
+        None, description="A text file of images to leave out, one per line (`#` starts a "
+        "comment): their paths relative to the data set's folder (or the CSV's), or "
+        "`train/123`-style names for array sources, as `imgcls audit` and `imgcls data info` "
+        "list them. Applied before the splits; the file's SHA-256 is kept in the run's "
+        "summary. A name that is not one of the data's images is an error.")
+    relabel: str | None = Field(
+        None, description="A CSV file of `path,class` rows (a header row is optional): "
+        "images trained and tested as that class instead of their own. Names as in "
+        "`data.exclude`; an unknown name or class is an error.")
     in_memory: bool | None = Field(
         None, description="Keep the decoded images in memory, on the training device; "
         "false: read each batch from the memory-mapped cache file (same ops, same batches). "

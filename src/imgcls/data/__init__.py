@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,9 +12,11 @@ import numpy as np
 from imgcls.data.base import DataError, ImageSet, Source, SourceData, cache_root
 from imgcls.data.cache import load_cached, save_cached
 from imgcls.data.cifar import cifar10, cifar100
+from imgcls.data.edits import Edits, apply_edits
 from imgcls.data.folder import folder
 from imgcls.data.hf import hf
 from imgcls.data.images import to_channels
+from imgcls.data.overlap import SplitOverlap, split_overlap
 from imgcls.data.split import stratified_split, stratified_subset
 from imgcls.data.table import csv_source
 from imgcls.data.torchvision_source import torchvision_sources
@@ -31,7 +34,7 @@ SOURCES.register("hf")(hf)
 SOURCES.register("torchvision")(torchvision_sources)
 
 __all__ = ["SOURCES", "DataError", "DataSplits", "ImageSet", "check_source", "get_source",
-           "load_data"]
+           "image_root", "load_data"]
 
 TORCHVISION_PREFIX = "torchvision:"
 
@@ -65,6 +68,8 @@ class DataSplits:
     chosen_size: int | None = None  # picked for images of mixed sizes (data.image_size None)
     cache_hit: bool = False
     seconds: float = 0.0
+    overlap: SplitOverlap | None = None  # pixel-identical images across the splits
+    edits: Edits = field(default_factory=Edits)  # what data.exclude / data.relabel changed
 
     @property
     def image_size(self) -> int:
@@ -81,7 +86,7 @@ class DataSplits:
             return self
 
         def convert(s: ImageSet | None) -> ImageSet | None:
-            return None if s is None else ImageSet(to_channels(s.images, channels), s.labels)
+            return None if s is None else replace(s, images=to_channels(s.images, channels))
 
         return replace(self, train=convert(self.train), val=convert(self.val),
                        test=convert(self.test))
@@ -91,6 +96,16 @@ class DataSplits:
         splits = {"train": self.train, "val": self.val, "test": self.test}
         return {name: np.bincount(s.labels, minlength=len(self.classes)).tolist()
                 for name, s in splits.items() if s is not None}
+
+
+def image_root(cfg: DataConfig) -> Path | None:
+    """The folder that image names are relative to: the folder source's data set folder (an
+    archive's extracted copy), the CSV file's folder; None for array sources."""
+    if cfg.source == "folder":
+        return folder.root(cfg)
+    if cfg.source == "csv" and cfg.path:
+        return Path(cfg.path).expanduser().parent
+    return None
 
 
 def load_source(cfg: DataConfig) -> tuple[SourceData, bool]:
@@ -120,9 +135,11 @@ def load_data(cfg: DataConfig) -> DataSplits:
     """Train/val/test splits. The test split is the source's own, or a stratified
     `test_fraction` of its training data; val is a stratified `val_fraction` of what is
     left for training. Both are fixed by `data.split_seed`, not by the run's seed, so
-    repeated runs are compared on the same images."""
+    repeated runs are compared on the same images. `data.exclude` and `data.relabel` are
+    applied first; the splits' pixel-identical images are counted last (`overlap`)."""
     start = time.perf_counter()
     data, hit = load_source(cfg)
+    data, edits = apply_edits(data, cfg)
     train, test = data.train, data.test
     if test is None:
         keep, held = stratified_split(train.labels, cfg.test_fraction, cfg.split_seed, 1)
@@ -134,4 +151,4 @@ def load_data(cfg: DataConfig) -> DataSplits:
     if cfg.train_subset:
         train = train.subset(stratified_subset(train.labels, cfg.train_subset, cfg.split_seed))
     return DataSplits(train, val, test, data.classes, data.skipped, data.chosen_size, hit,
-                      time.perf_counter() - start)
+                      time.perf_counter() - start, split_overlap(train, val, test), edits)

@@ -13,17 +13,22 @@ import numpy as np
 
 from imgcls.data.base import ImageSet, SourceData
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: each image's name and pixel digest beside it
+FIELDS = ("labels", "names", "digests")
 
 
 def _save_set(folder: Path, split: str, data: ImageSet) -> None:
+    data = data.identified(split) if data.digests is None else data
     np.save(folder / f"{split}_images.npy", data.images)
-    np.save(folder / f"{split}_labels.npy", data.labels)
+    for name in FIELDS:
+        np.save(folder / f"{split}_{name}.npy", getattr(data, name))
 
 
 def _load_set(folder: Path, split: str) -> ImageSet:
+    """The split's arrays; names and digests are plain (unicode, bytes) arrays, so loading
+    never unpickles."""
     return ImageSet(np.load(folder / f"{split}_images.npy", mmap_mode="r"),
-                    np.load(folder / f"{split}_labels.npy"))
+                    *(np.load(folder / f"{split}_{name}.npy") for name in FIELDS))
 
 
 def load_cached(folder: Path) -> SourceData | None:

@@ -108,26 +108,28 @@ class FolderSource:
                                   .encode())
         return digest.hexdigest()
 
-    def _read(self, split_dir: Path, files: dict[str, list[Path]], classes: list[str],
-              cfg: DataConfig, size: int | None, skipped: list[str]) -> ImageSet:
+    def _read(self, root: Path, split_dir: Path, files: dict[str, list[Path]],
+              classes: list[str], cfg: DataConfig, size: int | None, skipped: list[str]
+              ) -> ImageSet:
         unknown = sorted(set(files) - set(classes))
         if unknown:
             raise DataError(f"{split_dir}: class folders {unknown} are not in the training "
                             f"classes {classes}")
         paths = [p for c in classes for p in files.get(c, [])]
         labels = np.array([i for i, c in enumerate(classes) for _ in files.get(c, [])])
-        return decode_images(paths, labels, cfg, size, skipped)
+        return decode_images(paths, labels, cfg, size, skipped, root)
 
     def load(self, cfg: DataConfig) -> SourceData:
-        train_dir, test_dir = self.splits(self.root(cfg))
+        root = self.root(cfg)
+        train_dir, test_dir = self.splits(root)
         train_files = self.class_files(train_dir)
         classes = sorted(train_files)
         test_files = self.class_files(test_dir) if test_dir else {}
         every = [p for files in (train_files, test_files) for ps in files.values() for p in ps]
         size = storage_size(cfg, every)
         skipped: list[str] = []
-        train = self._read(train_dir, train_files, classes, cfg, size, skipped)
-        test = (self._read(test_dir, test_files, classes, cfg, size, skipped)
+        train = self._read(root, train_dir, train_files, classes, cfg, size, skipped)
+        test = (self._read(root, test_dir, test_files, classes, cfg, size, skipped)
                 if test_dir else None)
         chosen = size if cfg.image_size is None else None
         return match_channels(SourceData(train, test, classes, skipped, chosen), cfg.channels)

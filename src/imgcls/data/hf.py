@@ -329,6 +329,7 @@ class HfSource:
                 problems: list[str]) -> ImageSet:
         arrays: list[np.ndarray] = []
         kept: list[int] = []
+        names: list[str] = []
 
         def one(value: Any) -> np.ndarray | Exception:
             try:
@@ -344,7 +345,9 @@ class HfSource:
                 else:
                     arrays.append(result)
                     kept.append(labels[row])
-        return ImageSet(stack_images(arrays, cfg.channels, size), np.array(kept, dtype=np.int64))
+                    names.append(f"{split}/{row}")
+        return ImageSet(stack_images(arrays, cfg.channels, size), np.array(kept, dtype=np.int64),
+                        np.array(names, dtype=str))
 
 
 hf = HfSource()

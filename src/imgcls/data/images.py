@@ -210,9 +210,10 @@ def skip_or_refuse(problems: Sequence[str], cfg: DataConfig, skipped: list[str],
 
 
 def decode_images(paths: Sequence[Path], labels: np.ndarray, cfg: DataConfig,
-                  size: int | None, skipped: list[str]) -> ImageSet:
-    """Decode `paths` at `size` (None: their shared native size) with `cfg.channels`;
-    unreadable files are skipped and listed in `skipped`, or refused (on_corrupt=error)."""
+                  size: int | None, skipped: list[str], root: Path) -> ImageSet:
+    """Decode `paths` at `size` (None: their shared native size) with `cfg.channels`, each
+    named by its path relative to `root` (the data set's folder); unreadable files are
+    skipped and listed in `skipped`, or refused (on_corrupt=error)."""
     arrays, problems = decode_many(paths, size, cfg.resize, cfg.channels)
     skip_or_refuse(problems, cfg, skipped)
     keep = [i for i, a in enumerate(arrays) if a is not None]
@@ -222,7 +223,17 @@ def decode_images(paths: Sequence[Path], labels: np.ndarray, cfg: DataConfig,
                         "data.image_size")
     side = size or (next(iter(shapes))[0] if shapes else 32)
     images = stack_images([arrays[i] for i in keep], cfg.channels, side)
-    return ImageSet(images, np.asarray(labels)[keep].astype(np.int64))
+    return ImageSet(images, np.asarray(labels)[keep].astype(np.int64),
+                    np.array([file_name(paths[i], root) for i in keep], dtype=str))
+
+
+def file_name(path: Path, root: Path) -> str:
+    """`path` relative to `root` in forward slashes (the same on every system), or as it
+    is where it lies outside `root` (a CSV row's absolute path)."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def match_channels(data: SourceData, channels: str | int) -> SourceData:
@@ -232,5 +243,5 @@ def match_channels(data: SourceData, channels: str | int) -> SourceData:
             or data.test.images.shape[-1] == data.train.images.shape[-1]):
         return data
     c = 3 if channels == "auto" else int(channels)
-    train, test = (ImageSet(to_channels(s.images, c), s.labels) for s in (data.train, data.test))
+    train, test = (replace(s, images=to_channels(s.images, c)) for s in (data.train, data.test))
     return replace(data, train=train, test=test)

@@ -159,7 +159,8 @@ class CsvSource:
         def read(rows: list[int]) -> ImageSet:
             rows = [i for i in rows if i in present]
             labels = np.array([index[table.labels[i]] for i in rows], dtype=np.int64)
-            return decode_images([table.paths[i] for i in rows], labels, cfg, size, skipped)
+            return decode_images([table.paths[i] for i in rows], labels, cfg, size, skipped,
+                                 path.parent)
 
         train = read(train_rows)
         test = read(test_rows) if test_rows else None

@@ -252,10 +252,11 @@ class TorchvisionDataset:
 
     def _decode(self, ds: Any, split: str, cfg: DataConfig, size: int, skipped: list[str]
                 ) -> ImageSet:
-        def one(i: int) -> tuple[np.ndarray, int] | str:
+        def one(i: int) -> tuple[np.ndarray, int, str] | str:
             try:
                 image, label = self._item(ds, i)
-                return as_hwc(fit_image(image, size, cfg.resize, cfg.channels)), label
+                return (as_hwc(fit_image(image, size, cfg.resize, cfg.channels)), label,
+                        f"{split}/{i}")
             except DataError:
                 raise
             except Exception as exc:  # whatever the dataset or Pillow raise, it is bad
@@ -267,8 +268,9 @@ class TorchvisionDataset:
         skip_or_refuse([r for r in results if isinstance(r, str)], cfg, skipped,
                        "unreadable images")
         good = [r for r in results if not isinstance(r, str)]
-        return ImageSet(stack_images([a for a, _ in good], cfg.channels, size),
-                        np.array([label for _, label in good], dtype=np.int64))
+        return ImageSet(stack_images([a for a, _, _ in good], cfg.channels, size),
+                        np.array([label for _, label, _ in good], dtype=np.int64),
+                        np.array([name for _, _, name in good], dtype=str))
 
 
 class TorchvisionSources:

@@ -10,6 +10,7 @@ import csv
 import glob
 import io
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +163,40 @@ class Predictor:
                             top.values[i].tolist())
                  for i, source in enumerate(sources)] if top is not None else []
         return Predictions(items, skipped + problems)
+
+    def explain(self, images: np.ndarray, batch_size: int = 32
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Grad-CAM overlays (uint8 NHWC at the data size) of uint8 NHWC images at the data
+        size, and the class each explains (the predicted one)."""
+        from imgcls.models.cam import grad_cam, overlay
+
+        overlays, explained = [], []
+        start = 0
+        for x, _ in self.batches(images, batch_size).epoch(0):
+            cams, classes = grad_cam(self.model, x)
+            for k, cam in enumerate(cams.cpu().numpy()):
+                overlays.append(overlay(images[start + k], cam))
+            explained += classes.cpu().tolist()
+            start += len(x)
+        return np.stack(overlays), np.array(explained)
+
+    def explain_files(self, images: Sequence[str | Path], out: str | Path,
+                      batch_size: int = 32) -> tuple[list[Path], list[str]]:
+        """Write `out`/<file stem>-<class>.png, the Grad-CAM overlay of each image for its
+        predicted class; returns the files written and the unreadable inputs."""
+        files, skipped = expand_images(images)
+        arrays, kept, problems = self.read(files)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        if len(arrays):
+            overlays, classes = self.explain(arrays, batch_size)
+            for i, (path, image) in enumerate(zip(kept, overlays, strict=True)):
+                label = re.sub(r"[^\w.-]+", "_", self.classes[classes[i]])
+                target = out / f"{path.stem}-{i}-{label}.png"
+                Image.fromarray(image).save(target)
+                written.append(target)
+        return written, skipped + problems
 
 
 def load(run_dir: str | Path, checkpoint: str = "best",

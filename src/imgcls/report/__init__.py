@@ -134,8 +134,36 @@ def run_sections(run_dir: Path, heading: str = "", prefix: str = "") -> list[Sec
                      (prefix + "prediction_grid", plots.prediction_grid(images, predicted, labels,
                                                                classes)),
                      (prefix + "confident_mistakes", plots.confident_mistakes(images, probs, labels,
-                                                                     classes))])]
+                                                                     classes))]),
+        explanation_section(run_dir, images, probs, labels, classes, heading, prefix)]
     return sections
+
+
+def explanation_section(run_dir: Path, images: np.ndarray, probs: np.ndarray,
+                        labels: np.ndarray, classes: list[str], heading: str = "",
+                        prefix: str = "", count: int = 8) -> Section:
+    """Grad-CAM overlays of `count` right and `count` wrong test images (drawn with a fixed
+    seed): where the best checkpoint found the evidence for the class it predicted."""
+    from imgcls.deploy.predictor import load
+
+    predicted = probs.argmax(1)
+    rng = np.random.default_rng(0)
+    right = rng.permutation(np.flatnonzero(predicted == labels))[:count]
+    wrong = rng.permutation(np.flatnonzero(predicted != labels))[:count]
+    picks = np.r_[right, wrong].astype(int)
+    text = ("Grad-CAM of the best checkpoint for the class it predicted (red: where the "
+            f"evidence lies), on {len(right)} right and {len(wrong)} wrong test images drawn "
+            "at random: a model that looks at the background or a watermark shows it here.")
+    if not len(picks):
+        return Section(f"{heading}why the model decided", [text])
+    overlays, _ = load(run_dir).explain(images[picks])
+    groups = [([images[i], overlays[k]],
+               f"{'right' if predicted[i] == labels[i] else 'wrong'}: {classes[predicted[i]]} "
+               f"{probs[i, predicted[i]]:.0%}\ntrue {classes[labels[i]]}")
+              for k, i in enumerate(picks)]
+    return Section(f"{heading}why the model decided", [text], figures=[
+        (prefix + "grad_cam", plots.image_groups(groups, "Grad-CAM: image, then where the "
+                                                 "evidence for the predicted class lies"))])
 
 
 # -- an experiment ------------------------------------------------------------------------

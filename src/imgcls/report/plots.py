@@ -154,6 +154,29 @@ def confident_mistakes(images: np.ndarray, probs: np.ndarray, labels: np.ndarray
     return fig
 
 
+def image_groups(groups: list[tuple[list[np.ndarray], str]], title: str,
+                 per_row: int = 4) -> Figure:
+    """Groups of images side by side (a duplicate pair, a suspect alone), each captioned
+    above its first image, `per_row` groups to a row."""
+    width = max(len(images) for images, _ in groups)
+    rows = max(1, -(-len(groups) // per_row))
+    cols = per_row * width
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for g, (images, caption) in enumerate(groups):
+        r, c = divmod(g, per_row)
+        for k, image in enumerate(images):
+            ax = axes[r, c * width + k]
+            ax.axis("on")
+            _show(ax, image, False)
+            if k == 0:
+                ax.set_title(caption, fontsize=7, loc="left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 # -- experiments ---------------------------------------------------------------------------
 
 def _band(ax: Any, curves: list[tuple[list[int], list[float]]], label: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -11,8 +12,9 @@ import torch
 from torch import nn
 
 from imgcls.config import TTA, Config, ConfigError
-from imgcls.data import DataError, ImageSet, load_data, load_source
+from imgcls.data import DataError, load_data, load_source
 from imgcls.data.loader import BatchLoader
+from imgcls.log import get_logger
 from imgcls.tracking.run import CheckpointError, Preprocessing, Run, environment
 from imgcls.train import distributed
 from imgcls.train.callbacks import Callback
@@ -21,6 +23,8 @@ from imgcls.train.setup import resolve_device
 from imgcls.train.trainer import Trainer
 
 __all__ = ["Trainer", "train", "load_model"]
+
+log = get_logger(__name__)
 
 
 def train(cfg: Config | None = None, run_dir: str | Path | None = None,
@@ -42,6 +46,9 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
     data = load_data(cfg.data)
     if world.is_main:
         distributed.barrier()
+    leak = data.overlap.warning() if data.overlap is not None else None
+    if leak and world.is_main:
+        log.warning(leak)
     if resume is not None and run.has_preprocessing():  # what the run trained on
         data = data.with_channels(run.preprocessing().channels)
     if data.chosen_size and cfg.data.image_size is None and resume is None:
@@ -118,7 +125,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None,
                             f"{pre.classes}")
         images = source.test if source.test is not None else source.train
         to_run_label = np.array([pre.classes.index(name) for name in source.classes])
-        test = ImageSet(images.images, to_run_label[images.labels])
+        test = replace(images, labels=to_run_label[images.labels])
     loader = BatchLoader(test, cfg.train.eval_batch_size, torch.tensor(pre.mean),
                          torch.tensor(pre.std), torch.device("cpu"),
                          channels_last=cfg.train.channels_last, size=pre.input_size,

@@ -382,6 +382,9 @@ class Trainer:
             "forward_gflops": forward_gflops(self.model, self.data.image_size),
             "images": {k: sum(v) for k, v in self.data.counts().items()},
             "skipped_files": len(self.data.skipped),
+            "exact_duplicates": (self.data.overlap.summary() if self.data.overlap is not None
+                                 else None),
+            "data_edits": self.data.edits.summary(),
             **environment(str(self.device)),
         }
 

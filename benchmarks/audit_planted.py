@@ -1,0 +1,187 @@
+"""`imgcls audit` against planted problems: near duplicates across train and test, and
+flipped training labels, on a folder of photos (flower_photos-256), each seed planting
+anew; and the share of CIFAR-10's test images with a near duplicate in its training split,
+beside Barz and Denzler's 3.3% ("Do we train on test data?", 2020).
+
+    python benchmarks/audit_planted.py planted --data ../shared/datasets/flower_photos-256.tar.gz \
+        --seeds 0 1
+    python benchmarks/audit_planted.py cifar --data ../shared/datasets/cifar10-jpeg.tar.gz
+
+Planting, per seed: the photos are split 80/20 (stratified, by the seed); 3% of all images
+get an edited copy in the other split (half of them test images copied into train, half
+training images copied into test), each edit one of: resized to 50-80% (then stored at the
+audit's size again by the loader), recompressed as JPEG at quality 40-90, cropped by 2-6%
+per side, mirrored; 5% of the training images get another class at random. The result is
+a CSV data set (split column) that `imgcls audit` reads like any other. Near duplicates:
+recall = planted pairs found across the splits / planted; precision = found pairs across
+the splits that are planted / all found across the splits, strictly, and counting pairs of
+two original photos as correct only where their pixels are equal (the data's own copies).
+Label errors: the share of planted flips among the top N suspects (N = the flips). Results
+go to benchmarks/results/audit_planted.json (one entry per data set and seed), the audit's
+page and findings to runs/bench-audit/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from imgcls.audit import audit
+from imgcls.config import DataConfig
+from imgcls.data import image_root, load_data
+from imgcls.hardware import machine_line
+from imgcls.tracking.io import atomic_write_json
+
+DUPLICATE_SHARE = 0.03
+FLIP_SHARE = 0.05
+PAPER_SHARE = 0.033  # CIFAR-10 test images with a near duplicate in train (Barz & Denzler)
+
+
+def _edit(image: Image.Image, kind: str, rng: np.random.Generator) -> tuple[Image.Image, int]:
+    """The edited copy and the JPEG quality it is saved at."""
+    quality = 95
+    if kind == "resized":
+        scale = rng.uniform(0.5, 0.8)
+        image = image.resize((round(image.width * scale), round(image.height * scale)),
+                             Image.Resampling.BICUBIC)
+    elif kind == "recompressed":
+        quality = int(rng.integers(40, 91))
+    elif kind == "cropped":
+        w, h = image.size
+        left, top, right, bottom = (rng.uniform(0.02, 0.06, 4) * [w, h, w, h]).astype(int)
+        image = image.crop((left, top, w - right, h - bottom))
+    else:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return image, quality
+
+
+def plant(root: Path, out: Path, seed: int) -> tuple[Path, dict[str, str], list[str]]:
+    """The CSV data set with planted copies and flips; the copies (copy -> original) and
+    the flipped images' names."""
+    rng = np.random.default_rng(seed)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    files = [(f"{c}/{p.name}", c) for c in classes for p in sorted((root / c).iterdir())]
+    split = {}
+    for c in classes:
+        members = [n for n, k in files if k == c]
+        order = rng.permutation(len(members))
+        test = set(order[:round(0.2 * len(members))].tolist())
+        split.update({members[i]: "test" if i in test else "train" for i in range(len(members))})
+    label = dict(files)
+    picked = rng.choice(len(files), size=round(DUPLICATE_SHARE * len(files)), replace=False)
+    copies = {}
+    (out / "copies").mkdir(parents=True, exist_ok=True)
+    rows = [(str(root / n), label[n], split[n]) for n, _ in files]
+    for k, i in enumerate(picked):
+        name, c = files[i]
+        kind = ("resized", "recompressed", "cropped", "mirrored")[k % 4]
+        with Image.open(root / name) as image:
+            copy, quality = _edit(image.convert("RGB"), kind, rng)
+        target = out / "copies" / f"{kind}-{k}-{Path(name).stem}.jpg"
+        buffer = io.BytesIO()
+        copy.save(buffer, format="JPEG", quality=quality)
+        target.write_bytes(buffer.getvalue())
+        rows.append((str(target), c, "train" if split[name] == "test" else "test"))
+        copies[target.name] = name
+    train_rows = [i for i, r in enumerate(rows[:len(files)]) if r[2] == "train"]
+    flipped = []
+    for i in rng.choice(train_rows, size=round(FLIP_SHARE * len(train_rows)), replace=False):
+        path, c, s = rows[i]
+        rows[i] = (path, str(rng.choice([k for k in classes if k != c])), s)
+        flipped.append(files[i][0])
+    table = out / "planted.csv"
+    with table.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "split"])
+        writer.writerows(rows)
+    return table, copies, flipped
+
+
+def _key(name: str, root: Path) -> str:
+    """A CSV image name (an absolute path) as the planting named it."""
+    path = Path(name)
+    return path.name if path.parent.name == "copies" else path.relative_to(root).as_posix()
+
+
+def planted_run(data: str, seed: int, out: Path, size: int) -> dict:
+    root = image_root(DataConfig(source="folder", path=data))
+    table, copies, flipped = plant(root, out / f"data-seed{seed}", seed)
+    start = time.perf_counter()
+    findings = audit(DataConfig(source="csv", path=str(table), image_size=size,
+                                test_fraction=0.2, val_fraction=0.0), out / f"seed{seed}",
+                     seed=seed)
+    seconds = time.perf_counter() - start
+    planted_pairs = {frozenset((c, o)) for c, o in copies.items()}
+    found = [p for p in findings.duplicates if p.across]
+    keys = [frozenset((_key(p.a.name, root), _key(p.b.name, root))) for p in found]
+    hits = [k for k in keys if k in planted_pairs]
+    own_exact = sum(1 for p, k in zip(found, keys, strict=True)
+                    if k not in planted_pairs and p.exact)
+    top = [_key(s.image.name, root) for s in findings.label_suspects[:len(flipped)]]
+    return {
+        "seed": seed, "images": sum(map(sum, findings.counts.values())),
+        "planted_duplicates": len(planted_pairs), "found_across": len(found),
+        "duplicate_recall": len(set(hits)) / len(planted_pairs),
+        "duplicate_precision_strict": len(hits) / max(len(found), 1),
+        "duplicate_precision_own_exact_counted": (len(hits) + own_exact) / max(len(found), 1),
+        "missed": sorted(f"{c} ({o})" for c, o in copies.items()
+                         if frozenset((c, o)) not in set(hits)),
+        "planted_flips": len(flipped),
+        "label_precision_at_n": len(set(top) & set(flipped)) / max(len(flipped), 1),
+        "label_accuracy": findings.label_accuracy,
+        "threshold": findings.threshold.model_dump(), "features": findings.features,
+        "seconds": seconds, "steps": findings.seconds,
+    }
+
+
+def cifar_run(data: str, out: Path) -> dict:
+    cfg = DataConfig(source="folder", path=data, val_fraction=0.0)
+    start = time.perf_counter()
+    findings = audit(cfg, out / "cifar10")
+    splits = load_data(cfg)
+    leak = findings.leakage
+    return {"test_images": leak.test_images, "test_with_train_duplicate": leak.test_leaking,
+            "share": leak.test_share, "paper_share": PAPER_SHARE,
+            "exact_test_in_train": splits.overlap.test_in_train,
+            "threshold": findings.threshold.model_dump(), "features": findings.features,
+            "seconds": time.perf_counter() - start, "steps": findings.seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["planted", "cifar"])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--size", type=int, default=224, help="planted: stored image size")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-audit"))
+    parser.add_argument("--results", type=Path,
+                        default=Path("benchmarks/results/audit_planted.json"))
+    args = parser.parse_args()
+    results = json.loads(args.results.read_text()) if args.results.is_file() else {}
+    results["machine"] = machine_line("train.amp auto")
+    name = Path(args.data).name.split(".")[0]
+    if args.mode == "cifar":
+        results[name] = cifar_run(args.data, args.out)
+        atomic_write_json(args.results, results)
+        print(json.dumps(results[name], indent=1))
+        return
+    for seed in args.seeds:
+        results[f"{name}/seed{seed}"] = planted_run(args.data, seed, args.out, args.size)
+        atomic_write_json(args.results, results)
+        r = results[f"{name}/seed{seed}"]
+        print(f"seed {seed}: near duplicates recall {r['duplicate_recall']:.1%}, precision "
+              f"{r['duplicate_precision_strict']:.1%} ({r['found_across']} found); label "
+              f"errors {r['label_precision_at_n']:.1%} of the top {r['planted_flips']}; "
+              f"{r['seconds']:.0f} s", flush=True)
+    print(results["machine"])
+
+
+if __name__ == "__main__":
+    main()

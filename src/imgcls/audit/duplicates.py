@@ -1,0 +1,139 @@
+"""Exact and near duplicates, within and across the splits. Exact: equal pixel digests.
+Near: a cosine similarity of the images' features at or above a threshold that the data
+itself sets: sample images are edited the ways near duplicates arise (resized, recompressed,
+cropped by a few percent, mirrored, and all of these at once), and the threshold separates
+those edited copies' similarity to their originals from the similarity of each image to
+its nearest other image."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from imgcls.audit.features import Features
+from imgcls.audit.records import Threshold
+
+BLOCK = 2048  # rows of the similarity matrix computed at once
+MAX_PER_IMAGE = 10  # near duplicates kept per image (a burst of 50 shots is one finding)
+SAMPLE = 200  # images edited to set the threshold
+FALSE_ALARM_WEIGHT = 20.0  # a stranger over the threshold costs this many missed copies
+
+
+def exact_groups(digests: np.ndarray) -> list[np.ndarray]:
+    """Indices of images whose pixels are equal, one array per group of two or more."""
+    order = np.argsort(digests, kind="stable")
+    ordered = digests[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(ordered)]
+    return [order[a:b] for a, b in zip(starts, ends, strict=True) if b - a > 1]
+
+
+def _blocks(vectors: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+    for start in range(0, len(vectors), BLOCK):
+        yield start, vectors[start:start + BLOCK] @ vectors.T
+
+
+def nearest_other(vectors: torch.Tensor, same: np.ndarray | None = None) -> torch.Tensor:
+    """Each image's similarity to its most similar other image; `same` (group ids, -1 for
+    none) marks pixel-identical images, which are not each other's nearest other."""
+    best = torch.empty(len(vectors))
+    group = None if same is None else torch.from_numpy(same)
+    for start, sims in _blocks(vectors):
+        rows = torch.arange(start, start + len(sims))
+        sims[torch.arange(len(sims)), rows] = -2.0
+        if group is not None:
+            mine = group[rows][:, None]
+            sims[(mine >= 0) & (mine == group[None, :])] = -2.0
+        best[start:start + len(sims)] = sims.max(1).values
+    return best
+
+
+def near_pairs(vectors: torch.Tensor, threshold: float) -> list[tuple[int, int, float]]:
+    """(i, j, similarity) for i < j at or above `threshold`, each image's MAX_PER_IMAGE most
+    similar at most."""
+    pairs = []
+    k = min(MAX_PER_IMAGE + 1, len(vectors))
+    for start, sims in _blocks(vectors):
+        values, index = sims.topk(k, dim=1)
+        rows = torch.arange(start, start + len(sims))[:, None].expand_as(index)
+        keep = (values >= threshold) & (index > rows)
+        pairs += zip(rows[keep].tolist(), index[keep].tolist(), values[keep].tolist(),
+                     strict=True)
+    return pairs
+
+
+# -- the threshold -------------------------------------------------------------------------
+def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert(image.mode)
+
+
+def _resized(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    scale = rng.uniform(0.5, 0.8)
+    w, h = image.size
+    small = image.resize((max(8, round(w * scale)), max(8, round(h * scale))),
+                         Image.Resampling.BICUBIC)
+    return small.resize((w, h), Image.Resampling.BICUBIC)
+
+
+def _cropped(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    w, h = image.size
+    left, top, right, bottom = (rng.uniform(0.0, 0.06, 4) * [w, h, w, h]).round().astype(int)
+    return image.crop((left, top, w - right, h - bottom)).resize((w, h),
+                                                                   Image.Resampling.BICUBIC)
+
+
+EDITS: dict[str, Callable[[Image.Image, np.random.Generator], Image.Image]] = {
+    "resized": _resized,
+    "recompressed": lambda im, rng: _jpeg(im, int(rng.integers(40, 91))),
+    "cropped": _cropped,
+    "mirrored": lambda im, rng: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    "all": lambda im, rng: _jpeg(_cropped(_resized(im, rng), rng), int(rng.integers(40, 91)))
+    .transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+}
+
+
+def edited_copies(images: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every image edited each way in EDITS (same size, uint8 NHWC), and for each copy the
+    index of its original."""
+    rng = np.random.default_rng(seed)
+    copies, origin = [], []
+    for i, array in enumerate(images):
+        gray = array.shape[-1] == 1
+        image = Image.fromarray(array[..., 0] if gray else array)
+        for edit in EDITS.values():
+            out = np.asarray(edit(image, rng))
+            copies.append(out[..., None] if gray else out)
+            origin.append(i)
+    return np.stack(copies), np.array(origin)
+
+
+def _quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> dict[str, float]:
+    return {f"{q:.1%}".replace(".0%", "%"): float(torch.quantile(values, q)) for q in qs}
+
+
+def choose_threshold(features: Features, images: np.ndarray, nearest: torch.Tensor,
+                     seed: int = 0, sample: int = SAMPLE) -> Threshold:
+    """The similarity that best separates edited copies of `sample` images from every
+    image's nearest other image (`nearest`): the threshold minimising the share of copies
+    below it plus FALSE_ALARM_WEIGHT times the share of nearest others above it (near
+    duplicates are rare, so a false alarm rate must be far lower than a miss rate for the
+    findings to stay mostly right)."""
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.choice(len(images), size=min(sample, len(images)), replace=False))
+    copies, origin = edited_copies(np.asarray(images[picked]), seed)
+    twins = (features.place(copies) * features.vectors[picked][origin]).sum(1)
+    candidates = torch.cat([twins, nearest]).unique()  # sorted
+    below = torch.searchsorted(twins.sort().values, candidates) / len(twins)
+    above = 1 - torch.searchsorted(nearest.sort().values, candidates) / len(nearest)
+    best = int(torch.argmin(below + FALSE_ALARM_WEIGHT * above))
+    value = float(candidates[best])
+    return Threshold(value=value, sample=len(picked), twins_below=float(below[best]),
+                     strangers_above=float(above[best]),
+                     twin_quantiles=_quantiles(twins, (0.01, 0.05, 0.5)),
+                     stranger_quantiles=_quantiles(nearest, (0.5, 0.99, 0.999)))
