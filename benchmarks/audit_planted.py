@@ -16,7 +16,8 @@ a CSV data set (split column) that `imgcls audit` reads like any other. Near dup
 recall = planted pairs found across the splits / planted; precision = found pairs across
 the splits that are planted / all found across the splits, strictly, and counting pairs of
 two original photos as correct only where their pixels are equal (the data's own copies).
-Label errors: the share of planted flips among the top N suspects (N = the flips). Results
+Label errors: the share of planted flips among the top N training-split suspects (N = the
+flips). Results
 go to benchmarks/results/audit_planted.json (one entry per data set and seed), the audit's
 page and findings to runs/bench-audit/.
 """
@@ -124,7 +125,8 @@ def planted_run(data: str, seed: int, out: Path, size: int) -> dict:
     hits = [k for k in keys if k in planted_pairs]
     own_exact = sum(1 for p, k in zip(found, keys, strict=True)
                     if k not in planted_pairs and p.exact)
-    top = [_key(s.image.name, root) for s in findings.label_suspects[:len(flipped)]]
+    suspects = [s for s in findings.label_suspects if s.image.split == "train"]
+    top = [_key(s.image.name, root) for s in suspects[:len(flipped)]]
     return {
         "seed": seed, "images": sum(map(sum, findings.counts.values())),
         "planted_duplicates": len(planted_pairs), "found_across": len(found),

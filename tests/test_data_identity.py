@@ -48,6 +48,21 @@ def test_images_are_named_by_their_path_and_keep_names_and_digests_in_the_cache(
     assert np.array_equal(first.test.digests, again.test.digests)
 
 
+def test_a_cache_of_the_format_before_names_is_decoded_again(tmp_path):
+    root = make_image_folder(tmp_path / "images", classes=2, per_class=4, size=24,
+                             mixed_sizes=False)
+    cfg = data_config(root, cache_dir=str(tmp_path / "cache"))
+    load_data(cfg)
+    (meta,) = (tmp_path / "cache" / "arrays").glob("*/meta.json")
+    old = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**old, "format": 1}))
+    for leftover in [*meta.parent.glob("*_names.npy"), *meta.parent.glob("*_digests.npy")]:
+        leftover.unlink()
+    again = load_data(cfg)
+    assert not again.cache_hit and len(again.train.names) == len(again.train)
+    assert load_data(cfg).cache_hit
+
+
 def test_array_sources_name_images_by_split_and_index(tmp_path):
     archive = make_cifar10_archive(tmp_path / "cifar-10-python.tar.gz", per_class=10)
     splits = load_data(tiny_config(data={"source": "cifar10", "path": str(archive),

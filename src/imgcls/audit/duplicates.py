@@ -17,7 +17,7 @@ from PIL import Image
 from imgcls.audit.features import Features
 from imgcls.audit.records import Threshold
 
-BLOCK = 2048  # rows of the similarity matrix computed at once
+BLOCK = 1024  # rows of the similarity matrix computed at once
 MAX_PER_IMAGE = 10  # near duplicates kept per image (a burst of 50 shots is one finding)
 SAMPLE = 200  # images edited to set the threshold
 FALSE_ALARM_WEIGHT = 20.0  # a stranger over the threshold costs this many missed copies
@@ -119,21 +119,25 @@ def _quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> dict[str, float]:
 
 def choose_threshold(features: Features, images: np.ndarray, nearest: torch.Tensor,
                      seed: int = 0, sample: int = SAMPLE) -> Threshold:
-    """The similarity that best separates edited copies of `sample` images from every
-    image's nearest other image (`nearest`): the threshold minimising the share of copies
-    below it plus FALSE_ALARM_WEIGHT times the share of nearest others above it (near
-    duplicates are rare, so a false alarm rate must be far lower than a miss rate for the
-    findings to stay mostly right)."""
+    """The similarity that best separates edited copies of `sample` images from strangers:
+    the threshold minimising the share of copies below it plus FALSE_ALARM_WEIGHT times the
+    share of strangers above it (near duplicates are rare, so a false alarm rate must be far
+    lower than a miss rate for the findings to stay mostly right). Strangers are each
+    image's nearest other image (`nearest`), except those more similar than the median
+    copy: those are copies themselves, and a data set with many would otherwise push the
+    threshold over its own duplicates."""
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.choice(len(images), size=min(sample, len(images)), replace=False))
     copies, origin = edited_copies(np.asarray(images[picked]), seed)
     twins = (features.place(copies) * features.vectors[picked][origin]).sum(1)
-    candidates = torch.cat([twins, nearest]).unique()  # sorted
+    strangers = nearest[nearest < twins.median()]
+    if not len(strangers):  # every image has a copy: nothing to separate them from
+        strangers = nearest.min()[None]
+    candidates = torch.cat([twins, strangers]).unique()  # sorted
     below = torch.searchsorted(twins.sort().values, candidates) / len(twins)
-    above = 1 - torch.searchsorted(nearest.sort().values, candidates) / len(nearest)
+    above = 1 - torch.searchsorted(strangers.sort().values, candidates) / len(strangers)
     best = int(torch.argmin(below + FALSE_ALARM_WEIGHT * above))
-    value = float(candidates[best])
-    return Threshold(value=value, sample=len(picked), twins_below=float(below[best]),
-                     strangers_above=float(above[best]),
+    return Threshold(value=float(candidates[best]), sample=len(picked),
+                     twins_below=float(below[best]), strangers_above=float(above[best]),
                      twin_quantiles=_quantiles(twins, (0.01, 0.05, 0.5)),
-                     stranger_quantiles=_quantiles(nearest, (0.5, 0.99, 0.999)))
+                     stranger_quantiles=_quantiles(strangers, (0.5, 0.99, 0.999)))

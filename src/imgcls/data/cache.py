@@ -66,6 +66,8 @@ def save_cached(folder: Path, data: SourceData) -> None:
                 "has_test": data.test is not None, "skipped": data.skipped,
                 "chosen_size": data.chosen_size}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        if folder.is_dir() and load_cached(folder) is None:  # an older format's: replaced
+            shutil.rmtree(folder, ignore_errors=True)
         move_into_place(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
