@@ -19,7 +19,9 @@ two original photos as correct only where their pixels are equal (the data's own
 Label errors: the share of planted flips among the top N training-split suspects (N = the
 flips). Results
 go to benchmarks/results/audit_planted.json (one entry per data set and seed), the audit's
-page and findings to runs/bench-audit/.
+page and findings to runs/bench-audit/. `--phash` also measures the usual alternative on the
+same planted data: imagehash's perceptual hash (and its mirror image's) within 4, 8 and 12
+of its 64 bits.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def _key(name: str, root: Path) -> str:
     return path.name if path.parent.name == "copies" else path.relative_to(root).as_posix()
 
 
-def planted_run(data: str, seed: int, out: Path, size: int) -> dict:
+def planted_run(data: str, seed: int, out: Path, size: int, phash: bool = False) -> dict:
     root = image_root(DataConfig(source="folder", path=data))
     table, copies, flipped = plant(root, out / f"data-seed{seed}", seed)
     start = time.perf_counter()
@@ -125,6 +127,15 @@ def planted_run(data: str, seed: int, out: Path, size: int) -> dict:
     hits = [k for k in keys if k in planted_pairs]
     own_exact = sum(1 for p, k in zip(found, keys, strict=True)
                     if k not in planted_pairs and p.exact)
+    baseline = {}
+    if phash:
+        for distance in (4, 8, 12):
+            pairs = {frozenset(_key(n, root) for n in pair)
+                     for pair in phash_pairs(table, size, distance)}
+            right = pairs & planted_pairs
+            baseline[f"phash<={distance}"] = {
+                "recall": len(right) / len(planted_pairs),
+                "precision": len(right) / max(len(pairs), 1), "found": len(pairs)}
     suspects = [s for s in findings.label_suspects if s.image.split == "train"]
     top = [_key(s.image.name, root) for s in suspects[:len(flipped)]]
     return {
@@ -139,8 +150,32 @@ def planted_run(data: str, seed: int, out: Path, size: int) -> dict:
         "label_precision_at_n": len(set(top) & set(flipped)) / max(len(flipped), 1),
         "label_accuracy": findings.label_accuracy,
         "threshold": findings.threshold.model_dump(), "features": findings.features,
-        "seconds": seconds, "steps": findings.seconds,
+        "seconds": seconds, "steps": findings.seconds, "phash": baseline,
     }
+
+
+def phash_pairs(table: Path, size: int, distance: int) -> set[frozenset[str]]:
+    """The perceptual-hash way (imagehash's pHash of each stored image and of its mirror
+    image): pairs across the splits within `distance` of 64 bits, keyed like the audit's."""
+    import imagehash
+
+    splits = load_data(DataConfig(source="csv", path=str(table), image_size=size,
+                                  val_fraction=0.0))
+    hashes = {}
+    for split, images in (("train", splits.train), ("test", splits.test)):
+        bits = []
+        for array in images.images:
+            picture = Image.fromarray(np.asarray(array))
+            bits.append([imagehash.phash(p).hash.flatten() for p in
+                         (picture, picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT))])
+        hashes[split] = (np.array(bits), [str(n) for n in images.names])
+    (train, train_names), (test, test_names) = hashes["train"], hashes["test"]
+    found = set()
+    for i, h in enumerate(test):
+        apart = np.minimum((train[:, 0] != h[0]).sum(1), (train[:, 1] != h[0]).sum(1))
+        found |= {frozenset((test_names[i], train_names[j]))
+                  for j in np.flatnonzero(apart <= distance)}
+    return found
 
 
 def cifar_run(data: str, out: Path) -> dict:
@@ -162,6 +197,8 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--size", type=int, default=224, help="planted: stored image size")
+    parser.add_argument("--phash", action="store_true",
+                        help="planted: also imagehash's pHash (pip install imagehash)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-audit"))
     parser.add_argument("--results", type=Path,
                         default=Path("benchmarks/results/audit_planted.json"))
@@ -175,7 +212,8 @@ def main() -> None:
         print(json.dumps(results[name], indent=1))
         return
     for seed in args.seeds:
-        results[f"{name}/seed{seed}"] = planted_run(args.data, seed, args.out, args.size)
+        results[f"{name}/seed{seed}"] = planted_run(args.data, seed, args.out, args.size,
+                                                    args.phash)
         atomic_write_json(args.results, results)
         r = results[f"{name}/seed{seed}"]
         print(f"seed {seed}: near duplicates recall {r['duplicate_recall']:.1%}, precision "
