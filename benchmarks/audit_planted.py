@@ -129,9 +129,10 @@ def planted_run(data: str, seed: int, out: Path, size: int, phash: bool = False)
                     if k not in planted_pairs and p.exact)
     baseline = {}
     if phash:
+        apart, test_names, train_names = phash_distances(table, size)
         for distance in (4, 8, 12):
-            pairs = {frozenset(_key(n, root) for n in pair)
-                     for pair in phash_pairs(table, size, distance)}
+            pairs = {frozenset((_key(test_names[i], root), _key(train_names[j], root)))
+                     for i, j in zip(*np.nonzero(apart <= distance), strict=True)}
             right = pairs & planted_pairs
             baseline[f"phash<={distance}"] = {
                 "recall": len(right) / len(planted_pairs),
@@ -154,9 +155,10 @@ def planted_run(data: str, seed: int, out: Path, size: int, phash: bool = False)
     }
 
 
-def phash_pairs(table: Path, size: int, distance: int) -> set[frozenset[str]]:
-    """The perceptual-hash way (imagehash's pHash of each stored image and of its mirror
-    image): pairs across the splits within `distance` of 64 bits, keyed like the audit's."""
+def phash_distances(table: Path, size: int) -> tuple[np.ndarray, list[str], list[str]]:
+    """The perceptual-hash way: imagehash's pHash of each stored image and of its mirror
+    image; the Hamming distance (of 64 bits) of every test image to every training image
+    (the nearer of the training image and its mirror), and both splits' names."""
     import imagehash
 
     splits = load_data(DataConfig(source="csv", path=str(table), image_size=size,
@@ -168,14 +170,11 @@ def phash_pairs(table: Path, size: int, distance: int) -> set[frozenset[str]]:
             picture = Image.fromarray(np.asarray(array))
             bits.append([imagehash.phash(p).hash.flatten() for p in
                          (picture, picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT))])
-        hashes[split] = (np.array(bits), [str(n) for n in images.names])
-    (train, train_names), (test, test_names) = hashes["train"], hashes["test"]
-    found = set()
-    for i, h in enumerate(test):
-        apart = np.minimum((train[:, 0] != h[0]).sum(1), (train[:, 1] != h[0]).sum(1))
-        found |= {frozenset((test_names[i], train_names[j]))
-                  for j in np.flatnonzero(apart <= distance)}
-    return found
+        hashes[split] = np.array(bits)
+    train, test = hashes["train"], hashes["test"]
+    apart = np.stack([np.minimum((train[:, 0] != h[0]).sum(1), (train[:, 1] != h[0]).sum(1))
+                      for h in test])
+    return apart, [str(n) for n in splits.test.names], [str(n) for n in splits.train.names]
 
 
 def cifar_run(data: str, out: Path) -> dict:
