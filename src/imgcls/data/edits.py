@@ -42,14 +42,16 @@ def _normal(name: str) -> str:
 
 def _rows(path: Path, key: str) -> list[tuple[int, list[str]]]:
     """The file's non-empty, non-comment rows with their line numbers, a header row left
-    out."""
+    out: CSV cells for `relabel`, whole lines for `exclude` (a name may hold a comma)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"data.{key} = {str(path)!r}: cannot read it as a UTF-8 text file: "
                         f"{exc}") from None
+    lines = (csv.reader(io.StringIO(text)) if key == "relabel"
+             else ([line] for line in text.splitlines()))
     rows = []
-    for line, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+    for line, row in enumerate(lines, start=1):
         cells = [c.strip() for c in row]
         if not cells or not cells[0] or cells[0].startswith("#"):
             continue
