@@ -156,7 +156,10 @@ def explanation_section(run_dir: Path, images: np.ndarray, probs: np.ndarray,
             "at random: a model that looks at the background or a watermark shows it here.")
     if not len(picks):
         return Section(f"{heading}why the model decided", [text])
-    overlays, _ = load(run_dir).explain(images[picks])
+    try:
+        overlays, _ = load(run_dir).explain(images[picks])
+    except ValueError as exc:  # a network without a spatial feature map (an MLP)
+        return Section(f"{heading}why the model decided", [f"No Grad-CAM: {exc}."])
     groups = [([images[i], overlays[k]],
                f"{'right' if predicted[i] == labels[i] else 'wrong'}: {classes[predicted[i]]} "
                f"{probs[i, predicted[i]]:.0%}\ntrue {classes[labels[i]]}")
