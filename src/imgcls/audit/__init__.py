@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from imgcls.audit.duplicates import choose_threshold, exact_groups, near_pairs, nearest_other
-from imgcls.audit.features import image_features
+from imgcls.audit.features import PIXELS, Features, image_features
 from imgcls.audit.labels import FOLDS, out_of_fold_probabilities, ranked_suspects
 from imgcls.audit.outliers import Odd, file_oddities, isolated, pixel_oddities
 from imgcls.audit.page import write_page, write_suggestions
@@ -38,14 +38,16 @@ log = get_logger(__name__)
 SUSPECT_SHARE = 0.1  # label suspects listed: at most this share of the images
 
 
-def _duplicates(pool: Pool, groups: list[np.ndarray], vectors: torch.Tensor,
-                threshold: float) -> list[DuplicatePair]:
+def _duplicates(pool: Pool, groups: list[np.ndarray], embedded: Features,
+                threshold: Threshold, layout: Features | None) -> list[DuplicatePair]:
     """Every exact pair (each group's first image with each other member) and every near
     pair that is not also exact; pairs across the splits first, the most similar first."""
     group_of = {int(i): g for g, members in enumerate(groups) for i in members}
     pairs = [DuplicatePair(a=pool.ref(int(m[0])), b=pool.ref(int(j)), similarity=1.0,
                            exact=True) for m in groups for j in m[1:]]
-    for i, j, sim in near_pairs(vectors, threshold):
+    near = near_pairs(embedded.vectors, threshold.value,
+                      None if layout is None else layout.vectors, threshold.fingerprint)
+    for i, j, sim in near:
         if group_of.get(i, -1) != group_of.get(j, -2):
             pairs.append(DuplicatePair(a=pool.ref(i), b=pool.ref(j), similarity=sim,
                                        exact=False))
@@ -96,10 +98,12 @@ def audit(data: DataConfig, out: str | Path, features: str | None = None, seed: 
         same[members] = g
     embedded = image_features(pool.images, features, progress and (
         lambda n: progress(n, len(pool))))
+    layout = image_features(pool.images, PIXELS) if embedded.embedder.learned else None
     lap("features")
     nearest = nearest_other(embedded.vectors, same)
-    threshold: Threshold = choose_threshold(embedded, pool.images, nearest, seed)
-    pairs = _duplicates(pool, groups, embedded.vectors, threshold.value)
+    threshold: Threshold = choose_threshold(embedded, pool.images, nearest, seed,
+                                            layout=layout)
+    pairs = _duplicates(pool, groups, embedded, threshold, layout)
     lap("duplicates")
     accuracy: float | None = None
     suspects: list[LabelSuspect] = []

@@ -1,9 +1,8 @@
 """Exact and near duplicates, within and across the splits. Exact: equal pixel digests.
-Near: a cosine similarity of the images' features at or above a threshold that the data
-itself sets: sample images are edited the ways near duplicates arise (resized, recompressed,
-cropped by a few percent, mirrored, and all of these at once), and the threshold separates
-those edited copies' similarity to their originals from the similarity of each image to
-its nearest other image."""
+Near: cosine similarities of the images' features and of their pixel layout both at or
+above thresholds that the data itself sets: sample images are edited the ways near
+duplicates arise (resized, recompressed, cropped by a few percent, mirrored), and each
+threshold is what 99% of those copies reach to their originals."""
 
 from __future__ import annotations
 
@@ -20,7 +19,6 @@ from imgcls.audit.records import Threshold
 BLOCK = 1024  # rows of the similarity matrix computed at once
 MAX_PER_IMAGE = 10  # near duplicates kept per image (a burst of 50 shots is one finding)
 SAMPLE = 200  # images edited to set the threshold
-FALSE_ALARM_WEIGHT = 20.0  # a stranger over the threshold costs this many missed copies
 
 
 def exact_groups(digests: np.ndarray) -> list[np.ndarray]:
@@ -52,15 +50,18 @@ def nearest_other(vectors: torch.Tensor, same: np.ndarray | None = None) -> torc
     return best
 
 
-def near_pairs(vectors: torch.Tensor, threshold: float) -> list[tuple[int, int, float]]:
-    """(i, j, similarity) for i < j at or above `threshold`, each image's MAX_PER_IMAGE most
-    similar at most."""
+def near_pairs(vectors: torch.Tensor, threshold: float, layout: torch.Tensor | None = None,
+               layout_threshold: float | None = None) -> list[tuple[int, int, float]]:
+    """(i, j, similarity) for i < j at or above `threshold` (and, given a layout, at or
+    above `layout_threshold` in it), each image's MAX_PER_IMAGE most similar at most."""
     pairs = []
     k = min(MAX_PER_IMAGE + 1, len(vectors))
     for start, sims in _blocks(vectors):
         values, index = sims.topk(k, dim=1)
         rows = torch.arange(start, start + len(sims))[:, None].expand_as(index)
         keep = (values >= threshold) & (index > rows)
+        if layout is not None:
+            keep &= (layout[rows] * layout[index]).sum(-1) >= layout_threshold
         pairs += zip(rows[keep].tolist(), index[keep].tolist(), values[keep].tolist(),
                      strict=True)
     return pairs
@@ -93,9 +94,8 @@ EDITS: dict[str, Callable[[Image.Image, np.random.Generator], Image.Image]] = {
     "recompressed": lambda im, rng: _jpeg(im, int(rng.integers(40, 91))),
     "cropped": _cropped,
     "mirrored": lambda im, rng: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-    "all": lambda im, rng: _jpeg(_cropped(_resized(im, rng), rng), int(rng.integers(40, 91)))
-    .transpose(Image.Transpose.FLIP_LEFT_RIGHT),
 }
+TWIN_QUANTILE = 0.01  # the threshold: the similarity 99% of the edited copies reach
 
 
 def edited_copies(images: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -117,27 +117,31 @@ def _quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> dict[str, float]:
     return {f"{q:.1%}".replace(".0%", "%"): float(torch.quantile(values, q)) for q in qs}
 
 
+def twin_similarity(features: Features, images: np.ndarray, picked: np.ndarray,
+                    copies: np.ndarray, origin: np.ndarray) -> torch.Tensor:
+    """Each edited copy's similarity to its original."""
+    return (features.place(copies) * features.vectors[picked][origin]).sum(1)
+
+
 def choose_threshold(features: Features, images: np.ndarray, nearest: torch.Tensor,
-                     seed: int = 0, sample: int = SAMPLE) -> Threshold:
-    """The similarity that best separates edited copies of `sample` images from strangers:
-    the threshold minimising the share of copies below it plus FALSE_ALARM_WEIGHT times the
-    share of strangers above it (near duplicates are rare, so a false alarm rate must be far
-    lower than a miss rate for the findings to stay mostly right). Strangers are each
-    image's nearest other image (`nearest`), except those more similar than the median
-    copy: those are copies themselves, and a data set with many would otherwise push the
-    threshold over its own duplicates."""
+                     seed: int = 0, sample: int = SAMPLE,
+                     layout: Features | None = None) -> Threshold:
+    """The similarities a near duplicate must reach: what 99% of `sample` images' edited
+    copies (EDITS) reach to their originals, in the features and, where given, in the pixel
+    layout (`layout`: the fingerprint). Two different photos of one subject are alike in a
+    network's features but not in their layout; a copy is alike in both. `nearest` (each
+    image's most similar other image) says how many images are that close to another."""
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.choice(len(images), size=min(sample, len(images)), replace=False))
     copies, origin = edited_copies(np.asarray(images[picked]), seed)
-    twins = (features.place(copies) * features.vectors[picked][origin]).sum(1)
-    strangers = nearest[nearest < twins.median()]
-    if not len(strangers):  # every image has a copy: nothing to separate them from
-        strangers = nearest.min()[None]
-    candidates = torch.cat([twins, strangers]).unique()  # sorted
-    below = torch.searchsorted(twins.sort().values, candidates) / len(twins)
-    above = 1 - torch.searchsorted(strangers.sort().values, candidates) / len(strangers)
-    best = int(torch.argmin(below + FALSE_ALARM_WEIGHT * above))
-    return Threshold(value=float(candidates[best]), sample=len(picked),
-                     twins_below=float(below[best]), strangers_above=float(above[best]),
+    twins = twin_similarity(features, images, picked, copies, origin)
+    value = float(torch.quantile(twins, TWIN_QUANTILE))
+    fingerprint = None
+    if layout is not None:
+        twins_layout = twin_similarity(layout, images, picked, copies, origin)
+        fingerprint = float(torch.quantile(twins_layout, TWIN_QUANTILE))
+    return Threshold(value=value, fingerprint=fingerprint, sample=len(picked),
+                     twins_below=float((twins < value).float().mean()),
+                     strangers_above=float((nearest >= value).float().mean()),
                      twin_quantiles=_quantiles(twins, (0.01, 0.05, 0.5)),
-                     stranger_quantiles=_quantiles(strangers, (0.5, 0.99, 0.999)))
+                     stranger_quantiles=_quantiles(nearest, (0.5, 0.99, 0.999)))

@@ -34,13 +34,15 @@ class DuplicatePair(Record):
 
 
 class Threshold(Record):
-    """How the near-duplicate threshold was set: from copies of sample images edited the
-    ways near duplicates arise, against each sample image's nearest other image."""
+    """How the near-duplicate thresholds were set: what copies of sample images, edited the
+    ways near duplicates arise, reach to their originals in the features (`value`) and in
+    the pixel layout (`fingerprint`, where the features are a network's)."""
 
     value: float
+    fingerprint: float | None
     sample: int
     twins_below: float  # share of the edited copies under the threshold (missed)
-    strangers_above: float  # share of the nearest other images over it (false alarms)
+    strangers_above: float  # share of images whose nearest other is over it in features
     twin_quantiles: dict[str, float]  # 1%, 5%, 50% of the copies' similarity
     stranger_quantiles: dict[str, float]  # 50%, 99%, 99.9% of the nearest others'
 
