@@ -225,7 +225,7 @@ def test_sweep_with_workers_and_report(tmp_path, folder, monkeypatch):
     run_html = create_report(exp_dir / "batch_size=8" / "seed-0")
     assert {p.name for p in run_html.parent.glob("*.png")} == {
         "curves.png", "confusion_matrix.png", "per_class_accuracy.png",
-        "prediction_grid.png", "confident_mistakes.png"}
+        "prediction_grid.png", "confident_mistakes.png", "grad_cam.png"}
 
 
 # -- tune ----------------------------------------------------------------------------------
