@@ -17,12 +17,13 @@ from imgcls.models import create_model
 from imgcls.models.cam import grad_cam, last_spatial_module, overlay
 from imgcls.train import train
 
-SIZE, PATCH = 32, 12
-COLOURS = [(230, 40, 40), (40, 60, 230)]
+SIZE, PATCH = 48, 16
+COLOURS = [(230, 40, 40), (40, 60, 230), (40, 200, 60), (230, 210, 40)]
 
 
 def patch_images(root: Path, per_class: int, seed: int) -> dict[str, tuple[int, int]]:
-    """Gray noise with one coloured square (the class's colour) at a random place; returns
+    """Gray noise with one coloured square (the class's colour: four classes, so the
+    evidence is a colour's presence, not another's absence) at a random place; returns
     each file's square corner."""
     rng = np.random.default_rng(seed)
     corners = {}
@@ -41,7 +42,7 @@ def patch_images(root: Path, per_class: int, seed: int) -> dict[str, tuple[int, 
 @pytest.fixture(scope="module")
 def patched(tmp_path_factory):
     root = tmp_path_factory.mktemp("cam") / "images"
-    corners = patch_images(root, 60, LEARN_SEED)
+    corners = patch_images(root, 40, LEARN_SEED)
     cfg = tiny_config(seed=LEARN_SEED, data={"path": str(root), "image_size": SIZE},
                       model={"name": "flowers_cnn", "args": {"widths": [16, 16, 16],
                                                               "batchnorm": True,
@@ -65,7 +66,7 @@ def test_the_map_lies_on_the_evidence(patched):
         y0, x0 = corners[name]
         inside = np.zeros_like(cam, dtype=bool)
         inside[y0:y0 + PATCH, x0:x0 + PATCH] = True
-        on_patch += cam[inside].mean() > 2 * cam[~inside].mean()
+        on_patch += cam[inside].mean() > 1.5 * cam[~inside].mean()
     at_least(on_patch / len(names), 0.8, "share of maps on the patch", len(names))
     assert cams.min() >= 0 and cams.max() <= 1 and cams.shape == (len(names), SIZE, SIZE)
 

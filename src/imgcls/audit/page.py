@@ -91,11 +91,14 @@ def write_page(findings: Findings, pool: Pool, out: Path) -> Path:
     method = [f"Features: {findings.features}."]
     if thr is not None:
         method.append(
-            f"Near duplicates: cosine similarity >= {thr.value:.3f}, set from {thr.sample} "
-            f"images each edited {len(EDITS)} ways: {thr.twins_below:.1%} of the edited "
-            f"copies fall below it, {thr.strangers_above:.2%} of the images' nearest other "
-            f"images above it (quantiles of the copies' similarity {thr.twin_quantiles}, of "
-            f"the nearest others' {thr.stranger_quantiles}).")
+            f"Near duplicates: cosine similarity >= {thr.value:.3f} in the features"
+            + (f" and >= {thr.fingerprint:.3f} in the pixel layout" if thr.fingerprint
+               is not None else "")
+            + f", what 99% of {thr.sample} images' copies, each edited {len(EDITS)} ways, "
+            f"reach: {thr.twins_below:.1%} of those copies fall below it in the features, "
+            f"{thr.strangers_above:.2%} of the images' nearest other images are above it "
+            f"(quantiles of the copies' similarity {thr.twin_quantiles}, of the nearest "
+            f"others' {thr.stranger_quantiles}).")
     seconds = ", ".join(f"{k} {v:.1f} s" for k, v in findings.seconds.items())
     sections = [Section("Images per class and split", method + [f"Time: {seconds}."],
                         table=_counts(findings)),
