@@ -166,6 +166,11 @@ def without_timing(metrics: list[dict]) -> list[dict]:
     return [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in metrics]
 
 
+# a small CNN with BatchNorm and global pooling: the tests that use a trained model
+SMALL_CNN = {"name": "flowers_cnn", "args": {"widths": [16, 16, 16], "batchnorm": True,
+                                              "global_pool": True, "hidden": 0}}
+
+
 def tiny_config(**sections) -> Config:
     """A fast config for tests; sections are merged over the defaults below."""
     raw = {

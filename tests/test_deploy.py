@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import imgcls
-from conftest import LEARN_SEED, at_least, make_image_folder, tiny_config
+from conftest import LEARN_SEED, SMALL_CNN, at_least, make_image_folder, tiny_config
 from imgcls.cli import app
 from imgcls.deploy import export as export_module
 from imgcls.deploy.export import ExportError, export_run, run_exported
@@ -29,11 +29,7 @@ def trained(tmp_path_factory):
     folder = make_image_folder(tmp_path_factory.mktemp("data") / "images", classes=3,
                                per_class=40, size=24, seed=LEARN_SEED)
     cfg = tiny_config(seed=LEARN_SEED, data={"path": str(folder), "image_size": 24},
-                      model={"name": "flowers_cnn", "args": {"widths": [16, 16, 16],
-                                                              "batchnorm": True,
-                                                              "global_pool": True,
-                                                              "hidden": 0}},
-                      train={"epochs": 4})
+                      model=SMALL_CNN, train={"epochs": 4})
     run, summary = train(cfg, tmp_path_factory.mktemp("runs") / "run")
     at_least(summary["test_accuracy"], 0.8, "test accuracy", summary["images"]["test"])
     return run.path, folder

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import LEARN_SEED, at_least, tiny_config
+from conftest import LEARN_SEED, SMALL_CNN, at_least, tiny_config
 from imgcls.cli import app
 from imgcls.deploy.predictor import load
 from imgcls.models import create_model
@@ -44,11 +44,7 @@ def patched(tmp_path_factory):
     root = tmp_path_factory.mktemp("cam") / "images"
     corners = patch_images(root, 40, LEARN_SEED)
     cfg = tiny_config(seed=LEARN_SEED, data={"path": str(root), "image_size": SIZE},
-                      model={"name": "flowers_cnn", "args": {"widths": [16, 16, 16],
-                                                              "batchnorm": True,
-                                                              "global_pool": True,
-                                                              "hidden": 0}},
-                      train={"epochs": 4})
+                      model=SMALL_CNN, train={"epochs": 4})
     run, summary = train(cfg, tmp_path_factory.mktemp("runs") / "run")
     at_least(summary["test_accuracy"], 0.9, "test accuracy", summary["images"]["test"])
     return run.path, root, corners
