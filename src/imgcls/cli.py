@@ -661,7 +661,7 @@ def data_info(
     if edits.files:
         console.print(f"data.exclude / data.relabel: {edits.excluded} image(s) left out, "
                       f"{edits.relabeled} relabelled", highlight=False)
-    leak = splits.overlap.warning() if splits.overlap is not None else None
+    leak = splits.leak_warning()
     if leak:
         console.print(f"[bold yellow]{leak}", highlight=False, soft_wrap=True)
     if names:  # plain tab-separated lines, many of them: not through rich

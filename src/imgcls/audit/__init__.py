@@ -29,12 +29,10 @@ from imgcls.audit.records import (
 )
 from imgcls.config import DataConfig
 from imgcls.data import image_root, load_data
-from imgcls.log import get_logger
 from imgcls.tracking.io import atomic_write_text
 
 __all__ = ["Findings", "audit"]
 
-log = get_logger(__name__)
 SUSPECT_SHARE = 0.1  # label suspects listed: at most this share of the images
 
 

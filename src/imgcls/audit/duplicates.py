@@ -117,8 +117,8 @@ def _quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> dict[str, float]:
     return {f"{q:.1%}".replace(".0%", "%"): float(torch.quantile(values, q)) for q in qs}
 
 
-def twin_similarity(features: Features, images: np.ndarray, picked: np.ndarray,
-                    copies: np.ndarray, origin: np.ndarray) -> torch.Tensor:
+def twin_similarity(features: Features, picked: np.ndarray, copies: np.ndarray,
+                    origin: np.ndarray) -> torch.Tensor:
     """Each edited copy's similarity to its original."""
     return (features.place(copies) * features.vectors[picked][origin]).sum(1)
 
@@ -134,11 +134,11 @@ def choose_threshold(features: Features, images: np.ndarray, nearest: torch.Tens
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.choice(len(images), size=min(sample, len(images)), replace=False))
     copies, origin = edited_copies(np.asarray(images[picked]), seed)
-    twins = twin_similarity(features, images, picked, copies, origin)
+    twins = twin_similarity(features, picked, copies, origin)
     value = float(torch.quantile(twins, TWIN_QUANTILE))
     fingerprint = None
     if layout is not None:
-        twins_layout = twin_similarity(layout, images, picked, copies, origin)
+        twins_layout = twin_similarity(layout, picked, copies, origin)
         fingerprint = float(torch.quantile(twins_layout, TWIN_QUANTILE))
     return Threshold(value=value, fingerprint=fingerprint, sample=len(picked),
                      twins_below=float((twins < value).float().mean()),

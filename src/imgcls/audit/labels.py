@@ -29,7 +29,6 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, penalty: float
                  ) -> torch.Tensor:
     """Weights (D + 1, C) of a multinomial logistic regression, L2-penalised, by L-BFGS on
     the whole set (features fit in memory: an exact optimum, no learning rate to pick)."""
-    torch.manual_seed(0)
     w = torch.zeros(x.shape[1] + 1, classes, requires_grad=True)
     ones = torch.ones(len(x), 1)
     xb = torch.cat([x, ones], 1)

@@ -91,6 +91,11 @@ class DataSplits:
         return replace(self, train=convert(self.train), val=convert(self.val),
                        test=convert(self.test))
 
+    def leak_warning(self) -> str | None:
+        """What a run and `imgcls data info` say of pixel-identical images across the
+        splits (None: there are none, or the splits were not counted)."""
+        return self.overlap.warning() if self.overlap is not None else None
+
     def counts(self) -> dict[str, list[int]]:
         """Images per class for each split, in class order."""
         splits = {"train": self.train, "val": self.val, "test": self.test}

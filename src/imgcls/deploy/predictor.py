@@ -182,8 +182,10 @@ class Predictor:
 
     def explain_files(self, images: Sequence[str | Path], out: str | Path,
                       batch_size: int = 32) -> tuple[list[Path], list[str]]:
-        """Write `out`/<file stem>-<class>.png, the Grad-CAM overlay of each image for its
-        predicted class; returns the files written and the unreadable inputs."""
+        """Write `out`/<file stem>-<i>-<class>.png (`i`: its place among the readable
+        images, so equal stems from two folders do not collide), the Grad-CAM overlay of
+        each image for its predicted class; returns the files written and the unreadable
+        inputs."""
         files, skipped = expand_images(images)
         arrays, kept, problems = self.read(files)
         out = Path(out)

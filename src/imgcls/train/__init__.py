@@ -46,7 +46,7 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
     data = load_data(cfg.data)
     if world.is_main:
         distributed.barrier()
-    leak = data.overlap.warning() if data.overlap is not None else None
+    leak = data.leak_warning()
     if leak and world.is_main:
         log.warning(leak)
     if resume is not None and run.has_preprocessing():  # what the run trained on
