@@ -15,7 +15,8 @@ per side, mirrored; 5% of the training images get another class at random. The r
 a CSV data set (split column) that `imgcls audit` reads like any other. Near duplicates:
 recall = planted pairs found across the splits / planted; precision = found pairs across
 the splits that are planted / all found across the splits, strictly, and counting pairs of
-two original photos as correct only where their pixels are equal (the data's own copies).
+two original photos as correct only where their pixels are equal (the data's own copies);
+the found pairs that are not planted are listed (`others`) to be judged by eye.
 Label errors: the share of planted flips among the top N training-split suspects (N = the
 flips). Results
 go to benchmarks/results/audit_planted.json (one entry per data set and seed), the audit's
@@ -147,6 +148,9 @@ def planted_run(data: str, seed: int, out: Path, size: int, phash: bool = False)
         "duplicate_precision_own_exact_counted": (len(hits) + own_exact) / max(len(found), 1),
         "missed": sorted(f"{c} ({o})" for c, o in copies.items()
                          if frozenset((c, o)) not in set(hits)),
+        "others": [{"pair": sorted(k), "similarity": round(p.similarity, 4),
+                    "aligned": p.aligned, "exact": p.exact}
+                   for p, k in zip(found, keys, strict=True) if k not in planted_pairs],
         "planted_flips": len(flipped),
         "label_precision_at_n": len(set(top) & set(flipped)) / max(len(flipped), 1),
         "label_accuracy": findings.label_accuracy,

@@ -144,3 +144,16 @@ def test_audit_cli_on_a_folder(planted, tmp_path):
                                       "--features", "pixels", "--set", "data.image_size=64"])
     assert result.exit_code == 0, result.output
     assert "test images" in result.output and (tmp_path / "a" / "report.html").is_file()
+
+
+def test_alignment_undoes_crops_resizes_and_mirrors_but_does_not_match_another_scene():
+    from imgcls.audit.align import aligned_similarity, gray
+    from imgcls.audit.duplicates import edited_copies
+
+    rng = np.random.default_rng(3)
+    originals = np.stack([scene(rng, TINTS[c % 3]) for c in range(8)])
+    copies, origin = edited_copies(originals, seed=0)
+    copy = aligned_similarity(gray(copies), gray(originals)[origin])
+    other = aligned_similarity(gray(copies), gray(np.roll(originals, 1, axis=0))[origin])
+    assert copy.min() > 0.9, copy
+    assert other.max() < copy.min() - 0.1, (other.max(), copy.min())

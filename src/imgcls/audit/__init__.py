@@ -13,8 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgcls.audit.duplicates import choose_threshold, exact_groups, near_pairs, nearest_other
-from imgcls.audit.features import PIXELS, Features, image_features
+from imgcls.audit.duplicates import (
+    aligned,
+    candidate_pairs,
+    choose_threshold,
+    exact_groups,
+    nearest_other,
+)
+from imgcls.audit.features import Features, image_features
 from imgcls.audit.labels import FOLDS, out_of_fold_probabilities, ranked_suspects
 from imgcls.audit.outliers import Odd, file_oddities, isolated, pixel_oddities
 from imgcls.audit.page import write_page, write_suggestions
@@ -37,18 +43,20 @@ SUSPECT_SHARE = 0.1  # label suspects listed: at most this share of the images
 
 
 def _duplicates(pool: Pool, groups: list[np.ndarray], embedded: Features,
-                threshold: Threshold, layout: Features | None) -> list[DuplicatePair]:
+                threshold: Threshold) -> list[DuplicatePair]:
     """Every exact pair (each group's first image with each other member) and every near
     pair that is not also exact; pairs across the splits first, the most similar first."""
     group_of = {int(i): g for g, members in enumerate(groups) for i in members}
     pairs = [DuplicatePair(a=pool.ref(int(m[0])), b=pool.ref(int(j)), similarity=1.0,
                            exact=True) for m in groups for j in m[1:]]
-    near = near_pairs(embedded.vectors, threshold.value,
-                      None if layout is None else layout.vectors, threshold.fingerprint)
-    for i, j, sim in near:
-        if group_of.get(i, -1) != group_of.get(j, -2):
+    candidates = [(i, j, sim) for i, j, sim in candidate_pairs(embedded.vectors,
+                                                               threshold.value)
+                  if group_of.get(i, -1) != group_of.get(j, -2)]
+    lined_up = aligned(pool.images, candidates)
+    for (i, j, sim), line in zip(candidates, lined_up.tolist(), strict=True):
+        if line >= threshold.aligned:
             pairs.append(DuplicatePair(a=pool.ref(i), b=pool.ref(j), similarity=sim,
-                                       exact=False))
+                                       exact=False, aligned=line))
     return sorted(pairs, key=lambda p: (not p.across, not p.exact, -p.similarity))
 
 
@@ -96,12 +104,10 @@ def audit(data: DataConfig, out: str | Path, features: str | None = None, seed: 
         same[members] = g
     embedded = image_features(pool.images, features, progress and (
         lambda n: progress(n, len(pool))))
-    layout = image_features(pool.images, PIXELS) if embedded.embedder.learned else None
     lap("features")
     nearest = nearest_other(embedded.vectors, same)
-    threshold: Threshold = choose_threshold(embedded, pool.images, nearest, seed,
-                                            layout=layout)
-    pairs = _duplicates(pool, groups, embedded, threshold, layout)
+    threshold: Threshold = choose_threshold(embedded, pool.images, nearest, seed)
+    pairs = _duplicates(pool, groups, embedded, threshold)
     lap("duplicates")
     accuracy: float | None = None
     suspects: list[LabelSuspect] = []

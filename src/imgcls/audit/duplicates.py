@@ -1,8 +1,9 @@
 """Exact and near duplicates, within and across the splits. Exact: equal pixel digests.
-Near: cosine similarities of the images' features and of their pixel layout both at or
-above thresholds that the data itself sets: sample images are edited the ways near
-duplicates arise (resized, recompressed, cropped by a few percent, mirrored), and each
-threshold is what 99% of those copies reach to their originals."""
+Near: a pair close in the images' features (the candidates) whose pixels also line up once
+a crop, resize or mirror is undone (audit/align.py), both at or above thresholds that the
+data itself sets: sample images are edited the ways near duplicates arise (resized,
+recompressed, cropped by a few percent, mirrored), and each threshold is what 99% of those
+copies reach to their originals."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from imgcls.audit.align import aligned_similarity, gray
 from imgcls.audit.features import Features
 from imgcls.audit.records import Threshold
 
@@ -50,21 +52,27 @@ def nearest_other(vectors: torch.Tensor, same: np.ndarray | None = None) -> torc
     return best
 
 
-def near_pairs(vectors: torch.Tensor, threshold: float, layout: torch.Tensor | None = None,
-               layout_threshold: float | None = None) -> list[tuple[int, int, float]]:
-    """(i, j, similarity) for i < j at or above `threshold` (and, given a layout, at or
-    above `layout_threshold` in it), each image's MAX_PER_IMAGE most similar at most."""
+def candidate_pairs(vectors: torch.Tensor, threshold: float) -> list[tuple[int, int, float]]:
+    """(i, j, similarity) for i < j at or above `threshold` in the features, each image's
+    MAX_PER_IMAGE most similar at most."""
     pairs = []
     k = min(MAX_PER_IMAGE + 1, len(vectors))
     for start, sims in _blocks(vectors):
         values, index = sims.topk(k, dim=1)
         rows = torch.arange(start, start + len(sims))[:, None].expand_as(index)
         keep = (values >= threshold) & (index > rows)
-        if layout is not None:
-            keep &= (layout[rows] * layout[index]).sum(-1) >= layout_threshold
         pairs += zip(rows[keep].tolist(), index[keep].tolist(), values[keep].tolist(),
                      strict=True)
     return pairs
+
+
+def aligned(images: np.ndarray, pairs: list[tuple[int, int, float]]) -> torch.Tensor:
+    """How well each pair's images line up (align.aligned_similarity), in pair order."""
+    if not pairs:
+        return torch.empty(0)
+    first, second = (np.array(side) for side in zip(*((i, j) for i, j, _ in pairs),
+                                                     strict=True))
+    return aligned_similarity(gray(images[first]), gray(images[second]))
 
 
 # -- the threshold -------------------------------------------------------------------------
@@ -119,29 +127,28 @@ def _quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> dict[str, float]:
 
 def twin_similarity(features: Features, picked: np.ndarray, copies: np.ndarray,
                     origin: np.ndarray) -> torch.Tensor:
-    """Each edited copy's similarity to its original."""
+    """Each edited copy's similarity to its original in the features."""
     return (features.place(copies) * features.vectors[picked][origin]).sum(1)
 
 
 def choose_threshold(features: Features, images: np.ndarray, nearest: torch.Tensor,
-                     seed: int = 0, sample: int = SAMPLE,
-                     layout: Features | None = None) -> Threshold:
+                     seed: int = 0, sample: int = SAMPLE) -> Threshold:
     """The similarities a near duplicate must reach: what 99% of `sample` images' edited
-    copies (EDITS) reach to their originals, in the features and, where given, in the pixel
-    layout (`layout`: the fingerprint). Two different photos of one subject are alike in a
-    network's features but not in their layout; a copy is alike in both. `nearest` (each
-    image's most similar other image) says how many images are that close to another."""
+    copies (EDITS) reach to their originals, in the features and in their alignment. Two
+    different photos of one subject are alike in a network's features but do not line up
+    pixel for pixel; a copy does both. `nearest` (each image's most similar other image)
+    says how many images are that close to another in the features."""
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.choice(len(images), size=min(sample, len(images)), replace=False))
-    copies, origin = edited_copies(np.asarray(images[picked]), seed)
+    originals = np.asarray(images[picked])
+    copies, origin = edited_copies(originals, seed)
     twins = twin_similarity(features, picked, copies, origin)
     value = float(torch.quantile(twins, TWIN_QUANTILE))
-    fingerprint = None
-    if layout is not None:
-        twins_layout = twin_similarity(layout, picked, copies, origin)
-        fingerprint = float(torch.quantile(twins_layout, TWIN_QUANTILE))
-    return Threshold(value=value, fingerprint=fingerprint, sample=len(picked),
+    lined_up = aligned_similarity(gray(copies), gray(originals)[origin])
+    return Threshold(value=value, aligned=float(torch.quantile(lined_up, TWIN_QUANTILE)),
+                     sample=len(picked),
                      twins_below=float((twins < value).float().mean()),
                      strangers_above=float((nearest >= value).float().mean()),
                      twin_quantiles=_quantiles(twins, (0.01, 0.05, 0.5)),
+                     aligned_quantiles=_quantiles(lined_up, (0.01, 0.05, 0.5)),
                      stranger_quantiles=_quantiles(nearest, (0.5, 0.99, 0.999)))

@@ -47,7 +47,8 @@ def _duplicates(findings: Findings, pool: Pool, across: bool) -> Section:
     if pairs:
         groups = [([pool.image(p.a.name), pool.image(p.b.name)],
                    f"{_short(p.a.name)}\n{_short(p.b.name)}\n"
-                   f"{'identical' if p.exact else f'similarity {p.similarity:.3f}'}")
+                   + ("identical" if p.exact else
+                      f"similarity {p.similarity:.3f}, aligned {p.aligned:.3f}"))
                   for p in pairs[:SHOWN]]
         section.figures.append(("duplicates-across" if across else "duplicates-within",
                                 image_groups(groups, f"{title}: the first {len(groups)}")))
@@ -91,14 +92,14 @@ def write_page(findings: Findings, pool: Pool, out: Path) -> Path:
     method = [f"Features: {findings.features}."]
     if thr is not None:
         method.append(
-            f"Near duplicates: cosine similarity >= {thr.value:.3f} in the features"
-            + (f" and >= {thr.fingerprint:.3f} in the pixel layout" if thr.fingerprint
-               is not None else "")
-            + f", what 99% of {thr.sample} images' copies, each edited {len(EDITS)} ways, "
-            f"reach: {thr.twins_below:.1%} of those copies fall below it in the features, "
-            f"{thr.strangers_above:.2%} of the images' nearest other images are above it "
-            f"(quantiles of the copies' similarity {thr.twin_quantiles}, of the nearest "
-            f"others' {thr.stranger_quantiles}).")
+            f"Near duplicates: cosine similarity >= {thr.value:.3f} in the features and "
+            f"alignment >= {thr.aligned:.3f} (normalized cross-correlation of the gray "
+            f"images, crop, resize and mirror undone), what 99% of {thr.sample} images' "
+            f"copies, each edited {len(EDITS)} ways, reach: {thr.twins_below:.1%} of those "
+            f"copies fall below it in the features, {thr.strangers_above:.2%} of the "
+            f"images' nearest other images are above it (quantiles of the copies' "
+            f"similarity {thr.twin_quantiles}, of their alignment {thr.aligned_quantiles}, "
+            f"of the nearest others' similarity {thr.stranger_quantiles}).")
     seconds = ", ".join(f"{k} {v:.1f} s" for k, v in findings.seconds.items())
     sections = [Section("Images per class and split", method + [f"Time: {seconds}."],
                         table=_counts(findings)),

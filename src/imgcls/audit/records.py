@@ -21,12 +21,14 @@ class ImageRef(Record):
 
 class DuplicatePair(Record):
     """Two images that are the same picture: pixel-identical (`exact`), or near (resized,
-    recompressed, cropped, mirrored) by the cosine similarity of their features."""
+    recompressed, cropped, mirrored): the cosine similarity of their features and how well
+    their pixels line up (`aligned`, the best normalized cross-correlation)."""
 
     a: ImageRef
     b: ImageRef
     similarity: float
     exact: bool
+    aligned: float | None = None
 
     @property
     def across(self) -> bool:
@@ -36,14 +38,15 @@ class DuplicatePair(Record):
 class Threshold(Record):
     """How the near-duplicate thresholds were set: what copies of sample images, edited the
     ways near duplicates arise, reach to their originals in the features (`value`) and in
-    the pixel layout (`fingerprint`, where the features are a network's)."""
+    their alignment (`aligned`)."""
 
     value: float
-    fingerprint: float | None
+    aligned: float
     sample: int
     twins_below: float  # share of the edited copies under the threshold (missed)
     strangers_above: float  # share of images whose nearest other is over it in features
     twin_quantiles: dict[str, float]  # 1%, 5%, 50% of the copies' similarity
+    aligned_quantiles: dict[str, float]  # and of their alignment
     stranger_quantiles: dict[str, float]  # 50%, 99%, 99.9% of the nearest others'
 
 
