@@ -539,6 +539,17 @@ class StageConfig(Strict):
         return self
 
 
+class TrackingConfig(Strict):
+    mlflow: str | None = Field(
+        None, description="An MLflow tracking server (`http://host:5000`) or store "
+        "(`sqlite:///mlflow.db`) that the run also logs to: parameters, metrics per epoch, "
+        "the summary, artifacts and the model (`pip install -e '.[mlflow]'`). None: MLflow's "
+        "own `MLFLOW_TRACKING_URI` when it is set, else no MLflow; `off`: never.")
+    experiment: str | None = Field(
+        None, description="The MLflow experiment the run goes into. None: the config's "
+        "`name` (a sweep's or search's runs go into the experiment's own).")
+
+
 class Config(Strict):
     name: str = Field("run", description="The run's name, used in the run folder's name.")
     seed: int = Field(
@@ -564,6 +575,9 @@ class Config(Strict):
     stages: list[StageConfig] = Field(
         default_factory=list, description="Staged training (transfer learning): "
         "stages run in order, in one run. Empty: one stage in which everything trains.")
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="Where else the run is recorded "
+        "(its run folder always is).")
 
     @model_validator(mode="after")
     def _stages(self) -> Config:

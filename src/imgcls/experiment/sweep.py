@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgcls.config import Config, ConfigError
+from imgcls.experiment.mlflow_parent import children_of, parent_run, upload_table
 from imgcls.experiment.results import Group, experiment_groups, markdown_table, table_rows
 from imgcls.experiment.spec import ExperimentPlan
 from imgcls.log import get_logger
@@ -133,10 +134,14 @@ def run_sweep(plan: ExperimentPlan, exp_dir: Path) -> dict[str, list[str]]:
         if Run(slot.path).is_run():
             check_same_config(slot.path, plan.config(slot.variant, slot.seed))
     write_plan(plan, exp_dir)
+    base = plan.config(plan.variants[0][0], plan.seeds[0])
+    experiment = base.tracking.experiment or plan.name
+    parent = parent_run(exp_dir, base.tracking.mlflow, experiment, "sweep")
     outcomes: dict[str, list[str]] = {}
-    for slot in slots(plan, exp_dir):
-        outcome = run_slot(plan, slot)
-        outcomes.setdefault(outcome, []).append(slot.label)
+    with children_of(parent, experiment):
+        for slot in slots(plan, exp_dir):
+            outcome = run_slot(plan, slot)
+            outcomes.setdefault(outcome, []).append(slot.label)
     busy = outcomes.get("busy", [])
     if busy:
         log.info(f"{len(busy)} run(s) are being trained by other processes: {', '.join(busy)}")
@@ -149,7 +154,8 @@ def write_results(exp_dir: Path) -> list[Group]:
     atomically (readers never see half a file) by every sweep pass, and again by
     `imgcls sweep --workers` once all its workers are done; returns the groups."""
     plan, groups = experiment_groups(exp_dir)
-    atomic_write_text(exp_dir / "results.md",
-                      markdown_table(table_rows(groups, plan["metric"]))
-                      + "".join(f"- {g.verdict}\n" for g in groups if g.verdict))
+    table = atomic_write_text(exp_dir / "results.md",
+                              markdown_table(table_rows(groups, plan["metric"]))
+                              + "".join(f"- {g.verdict}\n" for g in groups if g.verdict))
+    upload_table(exp_dir, groups, plan["metric"], table)
     return groups

@@ -21,6 +21,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from imgcls.experiment.mlflow_parent import children_of, parent_run
 from imgcls.experiment.spec import ExperimentPlan, SearchParam
 from imgcls.log import get_logger
 from imgcls.tracking.io import atomic_write_json, atomic_write_text, ctrl_c_held
@@ -187,9 +188,17 @@ def run_tune(plan: ExperimentPlan, exp_dir: Path) -> optuna.Study:
         requeue_interrupted(study)
     target = plan.spec.tune.trials
     finished = len(study.get_trials(deepcopy=False, states=DONE))
+    base = plan.config(plan.variants[0][0], plan.seeds[0])
+    experiment = base.tracking.experiment or plan.name
+    parent = parent_run(exp_dir, base.tracking.mlflow, experiment, "search")
     if finished < target:
-        study.optimize(objective_for(plan, exp_dir), callbacks=[
-            optuna.study.MaxTrialsCallback(target, states=DONE)])
+        with children_of(parent, experiment):  # each trial a child run
+            study.optimize(objective_for(plan, exp_dir), callbacks=[
+                optuna.study.MaxTrialsCallback(target, states=DONE)])
+    if parent is not None and study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        parent.metrics({f"best.{settings.metric}": study.best_value}, step=finished)
+        parent.params({f"best.{k}": str(v) for k, v in study.best_params.items()})
+        parent.finish("FINISHED")
     write_best(plan, study, exp_dir / BEST)
     return study
 

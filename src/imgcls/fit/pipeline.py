@@ -41,6 +41,7 @@ import torch
 from imgcls.config import Config, ConfigError
 from imgcls.configure import load_config
 from imgcls.data import DataSplits, load_data
+from imgcls.experiment.mlflow_parent import children_of, parent_run
 from imgcls.fit.budget import format_duration, parse_duration
 from imgcls.fit.candidates import Candidate, candidates_for, resized
 from imgcls.fit.cost import (
@@ -76,6 +77,7 @@ from imgcls.log import get_logger
 from imgcls.models.timm_models import TIMM_PREFIX, timm_id
 from imgcls.recipes import CONFIGS
 from imgcls.tracking.io import atomic_write_text
+from imgcls.tracking.mlflow_client import numbers
 from imgcls.tracking.run import Run
 from imgcls.train.precision import resolve_precision
 from imgcls.train.setup import resolve_device
@@ -609,10 +611,21 @@ def fit(data: str | Path, budget: str | float, metric: str = "accuracy",
         candidates = _feasible(candidates, costs, facts, room, state)
         if len(candidates) > 1 and facts.val_images >= MIN_VAL_IMAGES:  # else: no race
             candidates = _prune(state, candidates, costs, facts)
-    winner = _choose(state, out, candidates, costs, facts, METRICS[metric], seed)
-    run, summary = _final(state, out, winner, costs[winner.name], facts, seed)
+    experiment = base.tracking.experiment or f"fit-{base.name}"
+    parent = parent_run(out, base.tracking.mlflow, experiment, "fit")
+    with children_of(parent, experiment):  # the trials and the final run
+        winner = _choose(state, out, candidates, costs, facts, METRICS[metric], seed)
+        run, summary = _final(state, out, winner, costs[winner.name], facts, seed)
+    if parent is not None:
+        parent.params({"winner": winner.name, "budget_seconds": str(seconds)})
+        parent.metrics(numbers({k: summary.get(k) for k in (
+            "test_accuracy", "test_accuracy_plain", "test_macro_f1")}) | {
+            "spent_seconds": state.clock.spent()}, step=0)
     state.save()
     write_fit_report(out, record)
     record.done = True  # after the report: a fit killed while writing it redoes it
     state.save()  # the report's seconds count too
+    if parent is not None:
+        parent.artifact(out / "fit.md")
+        parent.finish("FINISHED")
     return FitResult(out, winner.name, run, summary, record)

@@ -9,6 +9,7 @@ module alone knows its layout; everything else asks a `Run` for a file's content
         metrics.jsonl      one line per epoch
         summary.json       final figures
         failed.json        the error of a sweep run that failed
+        mlflow.json        the MLflow run it logs to, if any
         checkpoints/last.pt, checkpoints/best.pt
         tensorboard/       event files
 """
@@ -240,6 +241,10 @@ class Run:
     def write_environment(self, info: dict[str, Any]) -> None:
         self._write("environment.json", info)
 
+    def environment(self) -> dict[str, Any]:
+        """environment.json (empty before the run's first epoch)."""
+        return self._read("environment.json") or {}
+
     def write_pretrained_report(self, report: dict[str, Any]) -> None:
         self._write("pretrained.json", report)
 
@@ -259,6 +264,33 @@ class Run:
 
     def write_lr_find(self, result: dict[str, Any]) -> None:
         self._write("lr_find.json", result)
+
+    def write_mlflow(self, record: dict[str, Any]) -> None:
+        """mlflow.json: the MLflow run this run logs to (a resumed run continues it) and
+        whether something is still to upload (`imgcls mlflow-sync`)."""
+        self._write("mlflow.json", record)
+
+    def mlflow(self) -> dict[str, Any] | None:
+        return self._read("mlflow.json")
+
+    def model_files(self) -> dict[str, Path]:
+        """What `imgcls.load` needs of this run (the config, the preprocessing, the best
+        weights), by their names in the folder: a copy of these predicts like the run."""
+        files = {"config.yaml": self.config_path,
+                 "preprocess.json": self.path / "preprocess.json",
+                 "checkpoints/best.pt": self.checkpoint_path("best")}
+        missing = [name for name, path in files.items() if not path.is_file()]
+        if missing:
+            raise CheckpointError(f"{self.path}: no {', '.join(missing)}; has the run "
+                                  "trained for at least one epoch?")
+        return files
+
+    def artifacts(self) -> list[Path]:
+        """The run's records worth keeping beside it elsewhere (an MLflow run's artifacts):
+        the config, the preprocessing, the machine and the report, where they exist (the
+        summary goes as the figures it holds)."""
+        names = ("config.yaml", "preprocess.json", "environment.json", "report")
+        return [self.path / n for n in names if (self.path / n).exists()]
 
     @property
     def tensorboard(self) -> Path:

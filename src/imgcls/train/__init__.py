@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -38,6 +39,7 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
         run = Run(resume)
         cfg = run.config()
     world = distributed.setup(resolve_device(cfg.train.device).type)  # under torchrun
+    callbacks = [*callbacks, *_mlflow(cfg, world.is_main, callbacks)]
     if resume is None:  # rank 0 names and creates the folder; the other processes use it
         run = Run(distributed.broadcast_object(
             str(Run.create(cfg, run_dir).path) if world.is_main else None))
@@ -78,6 +80,22 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
     if world.is_main:
         run.write_summary({**summary, "processes": world.size})
     return run, summary
+
+
+def _mlflow(cfg: Config, is_main: bool, given: Sequence[Callback]) -> list[Callback]:
+    """The MLflow logger where `tracking.mlflow` (or MLFLOW_TRACKING_URI) asks for one:
+    its server is asked once here, so an unreachable one fails before the run folder is
+    made. A parent's id and experiment come from the environment (a sweep, search or fit)."""
+    from imgcls.tracking.mlflow_client import ENV_EXPERIMENT, ENV_PARENT, connect, tracking_uri
+    from imgcls.train.mlflow_logger import MLflowLogger
+
+    uri = tracking_uri(cfg.tracking.mlflow)
+    if uri is None or any(isinstance(c, MLflowLogger) for c in given):
+        return []
+    if is_main:
+        connect(uri)
+    experiment = cfg.tracking.experiment or os.environ.get(ENV_EXPERIMENT) or cfg.name
+    return [MLflowLogger(uri, experiment, os.environ.get(ENV_PARENT))]
 
 
 def load_model(run_dir: str | Path, checkpoint: str = "best",

@@ -1,0 +1,55 @@
+"""The MLflow callback: a run logs to MLflow as it trains (`tracking.mlflow`, or MLflow's
+own MLFLOW_TRACKING_URI): its parameters and tags when it starts, each epoch's metrics
+with the epoch as their step, and at the end the summary's figures, the per-class table,
+its records and its model. A resumed run continues its MLflow run; the callback's only
+state is in the run folder (mlflow.json), so it needs none in checkpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imgcls.tracking.mlflow_client import (
+    MlflowRun,
+    log_model,
+    machine_tags,
+    numbers,
+    open_run,
+    params_of,
+    upload_results,
+)
+from imgcls.train.callbacks import Callback, Trainer
+
+
+class MLflowLogger(Callback):
+    key = "mlflow"
+    in_list_checkpoints = False
+
+    def __init__(self, uri: str, experiment: str, parent: str | None = None):
+        self.uri, self.experiment, self.parent = uri, experiment, parent
+        self.mlrun: MlflowRun | None = None
+        self.logged: dict[str, set[int]] = {}
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if not trainer.is_main:
+            return
+        run = trainer.run
+        self.mlrun = open_run(run, self.uri, self.experiment, self.parent)
+        self.mlrun.params(params_of(run.raw_config()))
+        self.mlrun.tags(machine_tags(run))
+        if trainer.epoch:  # resumed: the epochs that reached the server before the kill
+            self.logged = {k: self.mlrun.logged_steps(k)
+                           for m in run.metrics() for k in numbers(m) if k != "epoch"}
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        if self.mlrun is None:
+            return
+        step = int(metrics["epoch"])
+        self.mlrun.metrics({k: v for k, v in numbers(metrics).items() if k != "epoch"}, step,
+                           skip={k for k, steps in self.logged.items() if step in steps})
+
+    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        if self.mlrun is None:
+            return
+        ok = upload_results(self.mlrun, trainer.run, summary, log_model)
+        ok &= self.mlrun.finish("FINISHED")
+        trainer.run.write_mlflow({**(trainer.run.mlflow() or {}), "pending": not ok})
