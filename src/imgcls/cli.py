@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -88,6 +89,15 @@ app.add_typer(augment_app, name="augment")
 SetOption = Annotated[list[str], typer.Option(
     "--set", help="Override a config key, e.g. --set optim.lr=0.05 (repeatable).")]
 CheckpointOption = Annotated[Checkpoint, typer.Option(help="Which saved weights.")]
+MlflowOption = Annotated[str | None, typer.Option(
+    "--mlflow", help="Also log to this MLflow tracking server or store (what "
+    "MLFLOW_TRACKING_URI does; pip install -e '.[mlflow]').")]
+
+
+def _log_to_mlflow(uri: str | None) -> None:
+    """`--mlflow URI`: MLflow's own variable, so worker processes and runs inherit it."""
+    if uri:
+        os.environ["MLFLOW_TRACKING_URI"] = uri
 
 
 @app.callback()
@@ -113,6 +123,7 @@ def train(
     run_dir: Annotated[Path | None, typer.Option(
         help="Run folder (default: runs/<time>-<name>).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue this interrupted run.")] = None,
+    mlflow: MlflowOption = None,
 ) -> None:
     """Train a model and record the run. Under `torchrun --nproc-per-node N -m imgcls.cli
     train ...`, N processes train it data-parallel (docs/training.md)."""
@@ -122,6 +133,7 @@ def train(
 
     if resume is not None and (config is not None or set_):
         _fail("--resume takes the run's own config; drop CONFIG and --set")
+    _log_to_mlflow(mlflow)
     cfg = None
     if resume is None:
         if config is not None and not is_config_file(config):
@@ -160,6 +172,7 @@ def fit_(
         help="Only these candidates, comma-separated (their names are in the report).")
     ] = None,
     set_: SetOption = [],  # noqa: B006
+    mlflow: MlflowOption = None,
 ) -> None:
     """The best classifier this machine can train on DATA in a time budget: measures the
     candidates here, races those that can win by successive halving on a validation split,
@@ -167,6 +180,7 @@ def fit_(
     left. Rerun the same command to continue."""
     from imgcls.fit import fit
 
+    _log_to_mlflow(mlflow)
     only = [c.strip() for c in candidates.split(",") if c.strip()] if candidates else None
     result = fit(data, budget, metric, out, seed, set_, only, started=STARTED)
     s, record = result.summary, result.record
@@ -178,6 +192,21 @@ def fit_(
                   f"{record.settings.budget_seconds:.0f} s budget; report "
                   f"{result.out / 'fit.md'}, config {result.out / 'winner.yaml'}",
                   soft_wrap=True, highlight=False)
+
+
+@app.command("mlflow-sync")
+def mlflow_sync(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    mlflow: MlflowOption = None,
+    experiment: Annotated[str | None, typer.Option(
+        help="MLflow experiment (default: the one it logged to, else the run's name).")] = None,
+) -> None:
+    """Upload a run folder to MLflow: the run it logged to (what did not arrive while the
+    server was away), or a new one; safe to repeat."""
+    from imgcls.tracking.mlflow_client import sync_run
+
+    run_id = sync_run(run_dir, mlflow, experiment)
+    console.print(f"[bold]{run_dir}[/bold]: MLflow run {run_id}", highlight=False)
 
 
 @app.command("audit")
@@ -494,8 +523,10 @@ def sweep(
     out: OutOption = None,
     workers: WorkersOption = 1,
     threads: ThreadsOption = None,
+    mlflow: MlflowOption = None,
 ) -> None:
     """Run every variant x seed of an experiment; rerun the same command to resume."""
+    _log_to_mlflow(mlflow)
     from imgcls.experiment.results import experiment_groups
     from imgcls.experiment.sweep import run_sweep, slots, write_results
 
@@ -518,8 +549,10 @@ def tune(
     out: OutOption = None,
     workers: WorkersOption = 1,
     threads: ThreadsOption = None,
+    mlflow: MlflowOption = None,
 ) -> None:
     """Hyperparameter search (Optuna); rerun the same command to resume the study."""
+    _log_to_mlflow(mlflow)
     from imgcls.experiment.tune import (
         BEST,
         open_study,

@@ -39,7 +39,8 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
         run = Run(resume)
         cfg = run.config()
     world = distributed.setup(resolve_device(cfg.train.device).type)  # under torchrun
-    callbacks = [*callbacks, *_mlflow(cfg, world.is_main, callbacks)]
+    logged_to = Run(resume).mlflow() if resume is not None else None
+    callbacks = [*callbacks, *_mlflow(cfg, world.is_main, callbacks, logged_to)]
     if resume is None:  # rank 0 names and creates the folder; the other processes use it
         run = Run(distributed.broadcast_object(
             str(Run.create(cfg, run_dir).path) if world.is_main else None))
@@ -82,20 +83,25 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
     return run, summary
 
 
-def _mlflow(cfg: Config, is_main: bool, given: Sequence[Callback]) -> list[Callback]:
-    """The MLflow logger where `tracking.mlflow` (or MLFLOW_TRACKING_URI) asks for one:
-    its server is asked once here, so an unreachable one fails before the run folder is
-    made. A parent's id and experiment come from the environment (a sweep, search or fit)."""
+def _mlflow(cfg: Config, is_main: bool, given: Sequence[Callback],
+            logged_to: dict[str, Any] | None) -> list[Callback]:
+    """The MLflow logger where `tracking.mlflow` (or MLFLOW_TRACKING_URI, or for a resumed
+    run the server it logged to) asks for one: the server is asked once here, so an
+    unreachable one fails before the run folder is made. A parent's id and experiment come
+    from the environment (a sweep, search or fit) or the resumed run's record."""
     from imgcls.tracking.mlflow_client import ENV_EXPERIMENT, ENV_PARENT, connect, tracking_uri
     from imgcls.train.mlflow_logger import MLflowLogger
 
-    uri = tracking_uri(cfg.tracking.mlflow)
+    logged_to = logged_to or {}
+    uri = tracking_uri(cfg.tracking.mlflow) or (
+        logged_to.get("uri") if cfg.tracking.mlflow is None else None)
     if uri is None or any(isinstance(c, MLflowLogger) for c in given):
         return []
     if is_main:
         connect(uri)
-    experiment = cfg.tracking.experiment or os.environ.get(ENV_EXPERIMENT) or cfg.name
-    return [MLflowLogger(uri, experiment, os.environ.get(ENV_PARENT))]
+    experiment = (cfg.tracking.experiment or os.environ.get(ENV_EXPERIMENT)
+                  or logged_to.get("experiment") or cfg.name)
+    return [MLflowLogger(uri, experiment, os.environ.get(ENV_PARENT) or logged_to.get("parent"))]
 
 
 def load_model(run_dir: str | Path, checkpoint: str = "best",

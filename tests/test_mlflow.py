@@ -1,0 +1,210 @@
+"""MLflow tracking against a real MLflow server started here on 127.0.0.1 (SQLite backend
+store), read back through MLflow's own client: parameters, metric histories, artifacts, the
+model's predictions; a resumed run continuing its MLflow run; an unreachable server failing
+before anything is made; a server gone mid-run and the upload afterwards; a sweep's parent;
+and once a plain file store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_image_folder, tiny_config
+from imgcls.tracking.mlflow_client import MlflowError, sync_run
+from imgcls.tracking.run import Run
+from imgcls.train import train
+from imgcls.train.callbacks import Callback
+
+mlflow = pytest.importorskip("mlflow")
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`mlflow server` on 127.0.0.1 with a SQLite store and local artifacts."""
+
+    def __init__(self, root: Path):
+        self.root, self.port = root, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Server:
+        with open(self.root / "server.log", "ab") as log_file:  # the child keeps its copy
+            self.proc = self._launch(log_file)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        log = (self.root / "server.log").read_text()[-2000:]
+        raise RuntimeError(f"mlflow server did not start: {log}")
+
+    def _launch(self, log_file) -> subprocess.Popen:
+        return subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
+             "--port",
+             str(self.port), "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+             "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True)
+
+    def stop(self) -> None:
+        if self.proc is not None:  # the server and the workers it started
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    running = Server(tmp_path_factory.mktemp("mlflow")).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data") / "images", classes=3,
+                             per_class=12, size=24)
+
+
+def config(images: Path, uri: str, **train):
+    return tiny_config(name="mlflow-test", data={"path": str(images), "image_size": 24},
+                       train={"epochs": 2, "tensorboard": False, **train},
+                       tracking={"mlflow": uri, "experiment": "imgcls-tests"})
+
+
+class StopAt(Callback):
+    key = "stop_at"
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, metrics) -> None:
+        if metrics["epoch"] == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_a_run_logs_params_metrics_artifacts_and_a_model_that_predicts_like_imgcls(
+        server, images, tmp_path):
+    run, summary = train(config(images, server.uri), tmp_path / "run")
+    record = run.mlflow()
+    assert record["uri"] == server.uri and record["pending"] is False
+    client = MlflowClient(server.uri)
+    logged = client.get_run(record["run_id"])
+    assert logged.info.status == "FINISHED"
+    assert logged.data.params["optim.lr"] == "0.01"
+    assert logged.data.params["model.name"] == "flowers_cnn"
+    assert logged.data.tags["imgcls.precision"] == "none"
+    assert [m.step for m in client.get_metric_history(logged.info.run_id, "val_accuracy")] \
+        == [1, 2]
+    assert logged.data.metrics["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+    names = {a.path for a in client.list_artifacts(logged.info.run_id)}
+    assert {"config.yaml", "summary.json", "preprocess.json", "model"} <= names
+
+    import imgcls
+
+    model = mlflow.pyfunc.load_model(f"runs:/{logged.info.run_id}/model")
+    files = sorted(str(p) for p in images.rglob("*.png"))[:5]
+    predictor = imgcls.load(run.path)
+    expected = predictor.probabilities(predictor.read([Path(f) for f in files])[0]).numpy()
+    assert np.allclose(model.predict(files).to_numpy(), expected, atol=1e-6)
+    arrays = predictor.read([Path(f) for f in files])[0]
+    assert np.allclose(model.predict(arrays).to_numpy(), expected, atol=1e-6)
+
+
+def test_a_resumed_run_continues_its_mlflow_run_without_doubled_epochs(server, images,
+                                                                      tmp_path):
+    cfg = config(images, server.uri, epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", callbacks=[StopAt(2)])
+    first = Run(tmp_path / "run").mlflow()["run_id"]
+    run, _ = train(resume=tmp_path / "run")
+    assert run.mlflow()["run_id"] == first
+    history = MlflowClient(server.uri).get_metric_history(first, "train_loss")
+    assert sorted(m.step for m in history) == [1, 2, 3]
+
+
+def test_an_unreachable_server_fails_before_the_run_folder_is_made(images, tmp_path):
+    cfg = config(images, f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(MlflowError, match="cannot be reached"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_server_gone_mid_run_costs_a_warning_and_sync_uploads_the_rest(images, tmp_path,
+                                                                        caplog):
+    server = Server(tmp_path / "srv")
+    (tmp_path / "srv").mkdir()
+    server.start()
+
+    class Outage(Callback):
+        key = "outage"
+
+        def on_epoch_end(self, trainer, metrics) -> None:
+            if metrics["epoch"] == 1:
+                server.stop()
+
+    with caplog.at_level(logging.WARNING, logger="imgcls"):
+        run, summary = train(config(images, server.uri, epochs=3), tmp_path / "run",
+                             callbacks=[Outage()])
+    assert "imgcls mlflow-sync" in caplog.text
+    assert run.finished() and run.mlflow()["pending"] is True
+    server.start()
+    try:
+        run_id = sync_run(run.path)
+        assert run_id == run.mlflow()["run_id"] and run.mlflow()["pending"] is False
+        client = MlflowClient(server.uri)
+        assert sorted(m.step for m in client.get_metric_history(run_id, "train_loss")) \
+            == [1, 2, 3]
+        assert client.get_run(run_id).data.metrics["test_accuracy"] == pytest.approx(
+            summary["test_accuracy"])
+    finally:
+        server.stop()
+
+
+def test_a_sweep_is_one_experiment_with_a_parent_holding_the_table(server, images, tmp_path):
+    from imgcls.experiment.spec import load_experiment
+    from imgcls.experiment.sweep import run_sweep
+
+    base = tmp_path / "base.yaml"
+    base.write_text(config(images, server.uri, epochs=1).to_yaml())
+    spec = tmp_path / "exp.yaml"
+    spec.write_text(f"name: lr-sweep\nbase: {base}\ngrid: {{optim.lr: [0.01, 0.003]}}\n"
+                    "seeds: [0]\n")
+    run_sweep(load_experiment(spec), tmp_path / "exp")
+    parent = json.loads((tmp_path / "exp" / "mlflow.json").read_text())["run_id"]
+    client = MlflowClient(server.uri)
+    children = client.search_runs(
+        [client.get_run(parent).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(children) == 2
+    assert {c.data.params["optim.lr"] for c in children} == {"0.01", "0.003"}
+    assert any(k.endswith("test_accuracy.mean") for k in client.get_run(parent).data.metrics)
+
+
+def test_a_plain_file_store_works_too(images, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    run, _ = train(config(images, uri, epochs=1), tmp_path / "run")
+    logged = MlflowClient(uri).get_run(run.mlflow()["run_id"])
+    assert logged.data.params["optim.name"] == "adamw"
+    assert "test_accuracy" in logged.data.metrics
