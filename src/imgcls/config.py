@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -548,6 +549,11 @@ class TrackingConfig(Strict):
     experiment: str | None = Field(
         None, description="The MLflow experiment the run goes into. None: the config's "
         "`name` (a sweep's or search's runs go into the experiment's own).")
+
+    @field_validator("mlflow", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
 
 
 class Config(Strict):
