@@ -198,7 +198,12 @@ def test_a_sweep_is_one_experiment_with_a_parent_holding_the_table(server, image
         filter_string=f"tags.mlflow.parentRunId = '{parent}'")
     assert len(children) == 2
     assert {c.data.params["optim.lr"] for c in children} == {"0.01", "0.003"}
-    assert any(k.endswith("test_accuracy.mean") for k in client.get_run(parent).data.metrics)
+    from imgcls.experiment.results import experiment_groups
+
+    _, groups = experiment_groups(tmp_path / "exp")  # what `imgcls compare` prints
+    logged = client.get_run(parent).data.metrics
+    for group in groups:
+        assert logged[f"{group.name}.test_accuracy.mean"] == pytest.approx(group.spread.mean)
 
 
 def test_a_plain_file_store_works_too(images, tmp_path, monkeypatch):
