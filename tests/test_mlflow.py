@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from conftest import make_image_folder, tiny_config
-from imgcls.tracking.mlflow_client import MlflowError, sync_run
+from imgcls.tracking.mlflow_client import MlflowError, metric_key, sync_run
 from imgcls.tracking.run import Run
 from imgcls.train import train
 from imgcls.train.callbacks import Callback
@@ -203,7 +203,8 @@ def test_a_sweep_is_one_experiment_with_a_parent_holding_the_table(server, image
     _, groups = experiment_groups(tmp_path / "exp")  # what `imgcls compare` prints
     logged = client.get_run(parent).data.metrics
     for group in groups:
-        assert logged[f"{group.name}.test_accuracy.mean"] == pytest.approx(group.spread.mean)
+        key = metric_key(f"{group.name}.test_accuracy.mean")
+        assert logged[key] == pytest.approx(group.spread.mean)
 
 
 def test_a_plain_file_store_works_too(images, tmp_path, monkeypatch):

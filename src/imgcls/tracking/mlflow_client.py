@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -93,6 +94,12 @@ def params_of(config: dict[str, Any]) -> dict[str, str]:
             for k, v in flatten(config).items()}
 
 
+def metric_key(name: str) -> str:
+    """`name` in the characters MLflow takes in a key (letters, digits, `_-. /:`): a
+    variant `optim.lr=0.01` becomes `optim.lr_0.01`."""
+    return re.sub(r"[^\w.\- /:]", "_", name)
+
+
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -137,7 +144,8 @@ class MlflowRun:
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
-        items = [Metric(k, v, stamp, step) for k, v in values.items() if k not in skip]
+        items = [Metric(metric_key(k), v, stamp, step) for k, v in values.items()
+                 if k not in skip]
         return all(self._try("log metrics", lambda c=c: self.client.log_batch(
             self.run_id, metrics=c)) for c in _chunks(items, METRICS_PER_CALL))
 
