@@ -167,7 +167,8 @@ class MlflowRun:
     def logged_steps(self, key: str) -> set[int]:
         """The steps the server holds for metric `key` (empty when it cannot say)."""
         try:
-            return {m.step for m in self.client.get_metric_history(self.run_id, key)}
+            return {m.step for m in self.client.get_metric_history(self.run_id,
+                                                                   metric_key(key))}
         except Exception:  # noqa: BLE001 - then everything is sent
             return set()
 
