@@ -94,6 +94,10 @@ class Callback:
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
         """With the run's summary, which a callback may add its figures to."""
 
+    def on_exception(self, trainer: Trainer, error: BaseException) -> None:
+        """When training stops on an error or Ctrl-C (raised on afterwards): what a callback
+        holds open elsewhere is marked as stopped."""
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -53,3 +53,9 @@ class MLflowLogger(Callback):
         ok = upload_results(self.mlrun, trainer.run, summary, log_model)
         ok &= self.mlrun.finish("FINISHED")
         trainer.run.write_mlflow({**(trainer.run.mlflow() or {}), "pending": not ok})
+
+    def on_exception(self, trainer: Trainer, error: BaseException) -> None:
+        if self.mlrun is None:
+            return
+        self.mlrun.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        trainer.run.write_mlflow({**(trainer.run.mlflow() or {}), "pending": True})

@@ -285,6 +285,14 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
+        try:
+            return self._fit()
+        except BaseException as error:
+            for cb in self.callbacks:
+                cb.on_exception(self, error)
+            raise
+
+    def _fit(self) -> dict[str, Any]:
         self.init_from_data()
         for cb in self.callbacks:
             cb.on_fit_start(self)
