@@ -12,40 +12,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 
 from imgcls.configure import load_config
 from imgcls.hardware import machine_line
+from imgcls.tracking.mlflow_server import LocalServer
 from imgcls.train import train
-
-
-def start_server(root: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server",
-                             "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                             "--artifacts-destination", str(root / "artifacts"),
-                             "--workers", "1"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    for _ in range(180):
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                return proc, uri
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("mlflow server did not start")
 
 
 def main() -> None:
@@ -57,7 +32,8 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/mlflow_overhead.txt")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="imgcls-mlflow-overhead-"))
-    proc, uri = start_server(work)
+    server = LocalServer(work / "mlflow").start()
+    uri = server.uri
     sets = ["data.source=folder", f"data.path={args.data}",
             f"data.train_subset={args.images}", f"train.epochs={args.epochs}",
             "train.tensorboard=false"]
@@ -74,7 +50,7 @@ def main() -> None:
                 print(f"round {r + 1} {side}: {summary['train_images_per_second']:.1f} "
                       f"images/s, {summary['wall_seconds']:.1f} s", flush=True)
     finally:
-        subprocess.run(["pkill", "-TERM", "-g", str(proc.pid)], check=False)
+        server.stop()
         shutil.rmtree(work, ignore_errors=True)
     median = {side: {k: statistics.median(v) for k, v in f.items()}
               for side, f in figures.items()}

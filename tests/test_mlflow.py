@@ -8,13 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +15,7 @@ import pytest
 
 from conftest import make_image_folder, tiny_config
 from imgcls.tracking.mlflow_client import MlflowError, metric_key, sync_run
+from imgcls.tracking.mlflow_server import LocalServer, free_port
 from imgcls.tracking.run import Run
 from imgcls.train import train
 from imgcls.train.callbacks import Callback
@@ -30,52 +24,9 @@ mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`mlflow server` on 127.0.0.1 with a SQLite store and local artifacts."""
-
-    def __init__(self, root: Path):
-        self.root, self.port = root, free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Server:
-        with open(self.root / "server.log", "ab") as log_file:  # the child keeps its copy
-            self.proc = self._launch(log_file)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.5)
-        log = (self.root / "server.log").read_text()[-2000:]
-        raise RuntimeError(f"mlflow server did not start: {log}")
-
-    def _launch(self, log_file) -> subprocess.Popen:
-        return subprocess.Popen(
-            [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
-             "--port",
-             str(self.port), "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-             "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True)
-
-    def stop(self) -> None:
-        if self.proc is not None:  # the server and the workers it started
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-            self.proc = None
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    running = Server(tmp_path_factory.mktemp("mlflow")).start()
+    running = LocalServer(tmp_path_factory.mktemp("mlflow")).start()
     yield running
     running.stop()
 
@@ -137,7 +88,9 @@ def test_a_resumed_run_continues_its_mlflow_run_without_doubled_epochs(server, i
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "run", callbacks=[StopAt(2)])
     first = Run(tmp_path / "run").mlflow()["run_id"]
+    assert MlflowClient(server.uri).get_run(first).info.status == "KILLED"
     run, _ = train(resume=tmp_path / "run")
+    assert MlflowClient(server.uri).get_run(first).info.status == "FINISHED"
     assert run.mlflow()["run_id"] == first
     history = MlflowClient(server.uri).get_metric_history(first, "train_loss")
     assert sorted(m.step for m in history) == [1, 2, 3]
@@ -152,9 +105,7 @@ def test_an_unreachable_server_fails_before_the_run_folder_is_made(images, tmp_p
 
 def test_a_server_gone_mid_run_costs_a_warning_and_sync_uploads_the_rest(images, tmp_path,
                                                                         caplog):
-    server = Server(tmp_path / "srv")
-    (tmp_path / "srv").mkdir()
-    server.start()
+    server = LocalServer(tmp_path / "srv").start()
 
     class Outage(Callback):
         key = "outage"
