@@ -55,7 +55,8 @@ class StopAt(Callback):
 
 
 def test_a_run_logs_params_metrics_artifacts_and_a_model_that_predicts_like_imgcls(
-        server, images, tmp_path):
+        server, images, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)  # where runs:/ URIs resolve
     run, summary = train(config(images, server.uri), tmp_path / "run")
     record = run.mlflow()
     assert record["uri"] == server.uri and record["pending"] is False
@@ -103,10 +104,8 @@ def test_an_unreachable_server_fails_before_the_run_folder_is_made(images, tmp_p
     assert not (tmp_path / "run").exists()
 
 
-def test_a_server_gone_mid_run_costs_a_warning_and_sync_uploads_the_rest(images, tmp_path,
-                                                                        caplog):
-    server = LocalServer(tmp_path / "srv").start()
-
+def test_a_server_gone_mid_run_costs_a_warning_and_sync_uploads_the_rest(server, images,
+                                                                        tmp_path, caplog):
     class Outage(Callback):
         key = "outage"
 
@@ -114,22 +113,22 @@ def test_a_server_gone_mid_run_costs_a_warning_and_sync_uploads_the_rest(images,
             if metrics["epoch"] == 1:
                 server.stop()
 
-    with caplog.at_level(logging.WARNING, logger="imgcls"):
-        run, summary = train(config(images, server.uri, epochs=3), tmp_path / "run",
-                             callbacks=[Outage()])
+    try:
+        with caplog.at_level(logging.WARNING, logger="imgcls"):
+            run, summary = train(config(images, server.uri, epochs=3), tmp_path / "run",
+                                 callbacks=[Outage()])
+    finally:
+        server.start()  # the same port and store: the other tests' server again
     assert "imgcls mlflow-sync" in caplog.text
     assert run.finished() and run.mlflow()["pending"] is True
-    server.start()
-    try:
-        run_id = sync_run(run.path)
-        assert run_id == run.mlflow()["run_id"] and run.mlflow()["pending"] is False
-        client = MlflowClient(server.uri)
-        assert sorted(m.step for m in client.get_metric_history(run_id, "train_loss")) \
-            == [1, 2, 3]
-        assert client.get_run(run_id).data.metrics["test_accuracy"] == pytest.approx(
-            summary["test_accuracy"])
-    finally:
-        server.stop()
+    run_id = sync_run(run.path)
+    assert run_id == run.mlflow()["run_id"] and run.mlflow()["pending"] is False
+    client = MlflowClient(server.uri)
+    assert sorted(m.step for m in client.get_metric_history(run_id, "train_loss")) \
+        == [1, 2, 3]
+    assert client.get_run(run_id).data.metrics["test_accuracy"] == pytest.approx(
+        summary["test_accuracy"])
+    assert client.get_run(run_id).info.status == "FINISHED"
 
 
 def test_a_sweep_is_one_experiment_with_a_parent_holding_the_table(server, images, tmp_path):
