@@ -1,13 +1,13 @@
 """A sweep logged to MLflow and compared there: experiments/flowers-augment.yaml (2 variants
 x 2 seeds on flowers5-128) run by `imgcls sweep --mlflow` against a local MLflow server
 started here; the parent run's figures set beside `imgcls compare`'s (they must be equal),
-and the MLflow UI photographed with headless Chromium (apt install chromium) for
-docs/tracking.md.
+and MLflow's comparison of the four runs photographed with headless Chromium (apt install
+chromium) for docs/tracking.md.
 
     python benchmarks/mlflow_sweep.py [--shots docs/tracking]
 
-Writes benchmarks/results/mlflow_sweep.json and, where Chromium is installed, the UI's
-experiment page and its run comparison as PNGs in --shots.
+Writes benchmarks/results/mlflow_sweep.json and, where Chromium is installed, the UI's run
+comparison as a PNG in --shots.
 """
 
 from __future__ import annotations
@@ -77,12 +77,12 @@ def main() -> None:
         args.shots.mkdir(parents=True, exist_ok=True)
         experiment_id = parent.info.experiment_id
         ids = json.dumps([c.info.run_id for c in children])
-        pages = {"experiment": f"{server.uri}/#/experiments/{experiment_id}",
-                 "compare": f"{server.uri}/#/compare-runs?runs={urllib.parse.quote(ids)}"
-                            f"&experiments={urllib.parse.quote(json.dumps([experiment_id]))}"}
-        for name, url in pages.items():
+        pages = {"compare": (f"{server.uri}/#/compare-runs?runs={urllib.parse.quote(ids)}"
+                             f"&experiments={urllib.parse.quote(json.dumps([experiment_id]))}",
+                             "1600,1800")}
+        for name, (url, size) in pages.items():
             target = args.shots / f"mlflow-{name}.png"
-            shots[name] = screenshot(url, target) or str(target.relative_to(ROOT))
+            shots[name] = screenshot(url, target, size) or str(target.relative_to(ROOT))
     equal = all(r["mlflow_mean"] is not None and abs(r["mlflow_mean"] - r["compare_mean"])
                 < 1e-9 for r in rows.values())
     result = {"machine": machine_line("train.amp auto"), "experiment": str(EXPERIMENT.name),

@@ -82,6 +82,15 @@ def test_a_run_logs_params_metrics_artifacts_and_a_model_that_predicts_like_imgc
     arrays = predictor.read([Path(f) for f in files])[0]
     assert np.allclose(model.predict(arrays).to_numpy(), expected, atol=1e-6)
 
+    from typer.testing import CliRunner
+
+    from imgcls.cli import app
+
+    done = CliRunner().invoke(app, ["export", str(run.path), "--verify", "8"])
+    assert done.exit_code == 0 and "MLflow: uploaded" in done.output, done.output
+    exported = {a.path for a in client.list_artifacts(logged.info.run_id, "export")}
+    assert exported == {"export/model.onnx", "export/model.onnx.json"}
+
 
 def test_a_resumed_run_continues_its_mlflow_run_without_doubled_epochs(server, images,
                                                                       tmp_path):

@@ -420,6 +420,11 @@ def export(
                   f"{check['atol']} + {check['rtol']} x |logit|), top-1 agreement "
                   f"{check['top1_agreement']:.2%} ({check['disagreements']} differ)",
                   highlight=False, soft_wrap=True)
+    if (run_dir / "mlflow.json").is_file():  # the run logs to MLflow: the export joins it
+        from imgcls.tracking.mlflow_client import upload_later
+
+        console.print(upload_later(run_dir, [path, path.with_name(f"{path.name}.json")],
+                                   "export"), highlight=False, soft_wrap=True)
 
 
 WhereOption = Annotated[list[str], typer.Option(

@@ -20,7 +20,7 @@ from typing import Any
 
 from imgcls.log import exception_line, get_logger
 from imgcls.tracking.records import flatten
-from imgcls.tracking.run import Run
+from imgcls.tracking.run import SUMMARY, Run
 
 log = get_logger(__name__)
 
@@ -28,6 +28,7 @@ ENV_URI = "MLFLOW_TRACKING_URI"
 ENV_PARENT = "IMGCLS_MLFLOW_PARENT"  # a sweep's, search's or fit's parent run, for children
 ENV_EXPERIMENT = "IMGCLS_MLFLOW_EXPERIMENT"  # and the experiment the children go into
 OFF = "off"
+KIND_TAG = "mlflow.experimentKind"
 PARAMS_PER_CALL, METRICS_PER_CALL = 100, 1000  # MLflow's limits for one log_batch
 PARAM_LENGTH = 6000  # MLflow's longest parameter value
 # a server gone away must cost seconds, not the minutes of MLflow's default retries
@@ -72,8 +73,8 @@ def experiment_id(client: Any, name: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    try:
-        return client.create_experiment(name)
+    try:  # the kind makes MLflow's UI open on the runs table, not its GenAI overview
+        return client.create_experiment(name, tags={KIND_TAG: "custom_model_development"})
     except Exception:  # noqa: BLE001 - another process created it meanwhile
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -233,7 +234,7 @@ def upload_results(mlrun: MlflowRun, run: Run, summary: dict[str, Any],
         name = str(row.get("class"))
         ok &= mlrun.metrics({f"class.{name}.{k}": float(v) for k, v in row.items()
                              if k != "class" and isinstance(v, int | float)}, step=0)
-    ok &= mlrun.json(summary, "summary.json")
+    ok &= mlrun.json(summary, SUMMARY)
     for path in run.artifacts():
         ok &= mlrun.artifact(path)
     if model is not None and run.has_checkpoint("best"):
@@ -253,8 +254,6 @@ def log_model(mlrun: MlflowRun, run: Run) -> bool:
 
     import mlflow.pyfunc
 
-    from imgcls import __version__
-
     with tempfile.TemporaryDirectory() as tmp:
         files = Path(tmp) / "run"
         for name, path in run.model_files().items():
@@ -264,12 +263,34 @@ def log_model(mlrun: MlflowRun, run: Run) -> bool:
         try:
             mlflow.pyfunc.save_model(path=str(model), python_model=str(MODEL_CODE),
                                      artifacts={"run": str(files)},
-                                     pip_requirements=[f"imgcls=={__version__}"])
+                                     pip_requirements=[_requirement(run)])
         except Exception as exc:  # noqa: BLE001 - the run's own files are unaffected
             log.warning(f"MLflow: the model of {run.path} could not be saved "
                         f"({exception_line(exc)}); `imgcls mlflow-sync` retries")
             return False
         return mlrun.artifact(model, "model")
+
+
+def _requirement(run: Run) -> str:
+    """The imgcls the model needs: the version the run was trained with."""
+    version = (run.environment().get("versions") or {}).get("imgcls")
+    return f"imgcls=={version}" if version else "imgcls"
+
+
+def upload_later(run_dir: str | Path, paths: list[Path], folder: str) -> str:
+    """Files made after a run ended (an export) into the MLflow run it logged to, in
+    `folder`; what happened, in words (a failure is reported, not raised: the files are
+    in the run folder, and `imgcls mlflow-sync` uploads them with the rest)."""
+    record = Run(run_dir).mlflow() or {}
+    try:
+        mlrun = MlflowRun(connect(record["uri"]), record["run_id"], record["uri"])
+    except (KeyError, MlflowError) as exc:
+        return f"MLflow: not uploaded ({exc}); `imgcls mlflow-sync {run_dir}` does it later"
+    for path in paths:
+        mlrun.artifact(path, folder)
+    if mlrun.broken:
+        return f"MLflow: not uploaded ({mlrun.broken})"
+    return f"MLflow: uploaded to run {mlrun.run_id} ({folder}/)"
 
 
 def sync_run(run_dir: str | Path, uri: str | None = None, experiment: str | None = None,

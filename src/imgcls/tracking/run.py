@@ -34,6 +34,7 @@ from imgcls.log import exception_line
 from imgcls.tracking.io import atomic_torch_save, atomic_write_json, atomic_write_text
 
 LIBRARIES = ("imgcls", "torch", "timm", "numpy", "pillow", "pydantic")
+SUMMARY = "summary.json"  # also the name a copy elsewhere keeps (an MLflow artifact)
 
 
 class CheckpointError(ValueError):
@@ -162,7 +163,7 @@ class Run:
 
     def finished(self) -> bool:
         """Whether the run completed (it wrote its summary)."""
-        return (self.path / "summary.json").is_file()
+        return (self.path / SUMMARY).is_file()
 
     def created(self) -> float:
         """When the run was created (its config's modification time), for newest-first."""
@@ -249,10 +250,10 @@ class Run:
         self._write("pretrained.json", report)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        self._write("summary.json", summary)
+        self._write(SUMMARY, summary)
 
     def summary(self) -> dict[str, Any] | None:
-        return self._read("summary.json")
+        return self._read(SUMMARY)
 
     def write_failure(self, error: str) -> None:
         self._write("failed.json", {"error": error})
@@ -287,9 +288,9 @@ class Run:
 
     def artifacts(self) -> list[Path]:
         """The run's records worth keeping beside it elsewhere (an MLflow run's artifacts):
-        the config, the preprocessing, the machine and the report, where they exist (the
-        summary goes as the figures it holds)."""
-        names = ("config.yaml", "preprocess.json", "environment.json", "report")
+        the config, the preprocessing, the machine, the report and the exports (ONNX,
+        TorchScript), where they exist (the summary goes as the figures it holds)."""
+        names = ("config.yaml", "preprocess.json", "environment.json", "report", "export")
         return [self.path / n for n in names if (self.path / n).exists()]
 
     @property
