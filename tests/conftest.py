@@ -17,6 +17,7 @@ from PIL import Image
 
 from imgcls.config import Config
 from imgcls.configure import validate
+from imgcls.train.callbacks import Callback
 
 
 def _shared_datasets() -> Path:
@@ -260,3 +261,16 @@ def offline_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     return cache
+
+
+class StopAt(Callback):
+    """Ctrl-C at the end of epoch `epoch`: a run interrupted where a test wants it."""
+
+    key = "stop_at"
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, metrics) -> None:
+        if metrics["epoch"] == self.epoch:
+            raise KeyboardInterrupt

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_image_folder, tiny_config
+from conftest import StopAt, make_image_folder, tiny_config
 from imgcls.tracking.mlflow_client import MlflowError, metric_key, sync_run
 from imgcls.tracking.mlflow_server import LocalServer, free_port
 from imgcls.tracking.run import Run
@@ -41,17 +41,6 @@ def config(images: Path, uri: str, **train):
     return tiny_config(name="mlflow-test", data={"path": str(images), "image_size": 24},
                        train={"epochs": 2, "tensorboard": False, **train},
                        tracking={"mlflow": uri, "experiment": "imgcls-tests"})
-
-
-class StopAt(Callback):
-    key = "stop_at"
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_epoch_end(self, trainer, metrics) -> None:
-        if metrics["epoch"] == self.epoch:
-            raise KeyboardInterrupt
 
 
 def test_a_run_logs_params_metrics_artifacts_and_a_model_that_predicts_like_imgcls(

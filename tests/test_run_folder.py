@@ -15,7 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 import imgcls
-from conftest import make_image_folder, pattern_images, tiny_config
+from conftest import StopAt, make_image_folder, pattern_images, tiny_config
 from imgcls.cli import app
 from imgcls.tracking.run import CheckpointError, Preprocessing, Run
 from imgcls.train import load_model, train
@@ -97,17 +97,6 @@ class Counter(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.epochs = list(state["epochs"])
-
-
-class StopAt(Callback):
-    key = "stop_at"
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_epoch_end(self, trainer, metrics) -> None:
-        if metrics["epoch"] == self.epoch:
-            raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="module")
