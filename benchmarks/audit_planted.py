@@ -1,7 +1,8 @@
 """`imgcls audit` against planted problems: near duplicates across train and test, and
 flipped training labels, on a folder of photos (flower_photos-256), each seed planting
 anew; and the share of CIFAR-10's test images with a near duplicate in its training split,
-beside Barz and Denzler's 3.3% ("Do we train on test data?", 2020).
+beside Barz and Denzler's 3.3% ("Do we train on test data?", 2020), with 32 of the pairs
+drawn at random in docs/audit/cifar10-near-pairs.png.
 
     python benchmarks/audit_planted.py planted --data ../shared/datasets/flower_photos-256.tar.gz \
         --seeds 0 1
@@ -37,7 +38,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imgcls.audit import audit
+from imgcls.audit import Findings, audit
+from imgcls.audit.pool import Pool
 from imgcls.config import DataConfig
 from imgcls.data import image_root, load_data
 from imgcls.hardware import machine_line
@@ -46,6 +48,7 @@ from imgcls.tracking.io import atomic_write_json
 DUPLICATE_SHARE = 0.03
 FLIP_SHARE = 0.05
 PAPER_SHARE = 0.033  # CIFAR-10 test images with a near duplicate in train (Barz & Denzler)
+GRID = Path(__file__).resolve().parents[1] / "docs" / "audit" / "cifar10-near-pairs.png"
 
 
 def _edit(image: Image.Image, kind: str, rng: np.random.Generator) -> tuple[Image.Image, int]:
@@ -181,11 +184,30 @@ def phash_distances(table: Path, size: int) -> tuple[np.ndarray, list[str], list
     return apart, [str(n) for n in splits.test.names], [str(n) for n in splits.train.names]
 
 
+def sample_grid(findings: Findings, cfg: DataConfig, target: Path, count: int = 32) -> Path:
+    """`count` near pairs across the splits drawn at random (seed 0), side by side at 2x:
+    what the count is made of, not only its most certain pairs (the audit page's)."""
+    pool = Pool.of(load_data(cfg))
+    pairs = [p for p in findings.duplicates if p.across and not p.exact]
+    picked = np.random.default_rng(0).choice(len(pairs), min(count, len(pairs)), replace=False)
+    tiles = []
+    for k in picked:
+        a, b = (pool.image(r.name) for r in (pairs[k].a, pairs[k].b))
+        pair = np.concatenate([a, np.full((a.shape[0], 2, 3), 255, np.uint8), b], 1)
+        tiles.append(np.pad(pair, ((3, 3), (3, 3), (0, 0)), constant_values=255))
+    tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % 8)
+    grid = np.concatenate([np.concatenate(tiles[i:i + 8], 1) for i in range(0, len(tiles), 8)])
+    image = Image.fromarray(grid)
+    image.resize((2 * image.width, 2 * image.height), Image.Resampling.NEAREST).save(target)
+    return target
+
+
 def cifar_run(data: str, out: Path) -> dict:
     cfg = DataConfig(source="folder", path=data, val_fraction=0.0)
     start = time.perf_counter()
     findings = audit(cfg, out / "cifar10")
     splits = load_data(cfg)
+    sample_grid(findings, cfg, GRID)
     leak = findings.leakage
     return {"test_images": leak.test_images, "test_with_train_duplicate": leak.test_leaking,
             "share": leak.test_share, "paper_share": PAPER_SHARE,

@@ -162,3 +162,44 @@ def test_a_plain_file_store_works_too(images, tmp_path, monkeypatch):
     logged = MlflowClient(uri).get_run(run.mlflow()["run_id"])
     assert logged.data.params["optim.name"] == "adamw"
     assert "test_accuracy" in logged.data.metrics
+
+
+def children_of(client, parent_id: str):
+    experiment = client.get_run(parent_id).info.experiment_id
+    return client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_id}'")
+
+
+def test_a_search_logs_each_trial_under_a_parent_with_the_best(server, images, tmp_path):
+    from imgcls.experiment.spec import load_experiment
+    from imgcls.experiment.tune import run_tune
+
+    base = tmp_path / "base.yaml"
+    base.write_text(config(images, server.uri, epochs=1).to_yaml())
+    spec = tmp_path / "search.yaml"
+    spec.write_text(f"name: lr-search\nbase: {base}\nseeds: [0]\n"
+                    "search: {optim.lr: {type: float, low: 0.001, high: 0.1, log: true}}\n"
+                    "tune: {trials: 2, sampler: random}\n")
+    study = run_tune(load_experiment(spec), tmp_path / "search")
+    parent = json.loads((tmp_path / "search" / "mlflow.json").read_text())["run_id"]
+    client = MlflowClient(server.uri)
+    trials = children_of(client, parent)
+    assert sorted(float(t.data.params["optim.lr"]) for t in trials) == pytest.approx(
+        sorted(t.params["optim.lr"] for t in study.trials))
+    assert client.get_run(parent).data.metrics["best.val_accuracy"] == pytest.approx(
+        study.best_value)
+
+
+def test_a_fit_logs_its_final_run_under_a_parent_holding_the_winner(server, tmp_path):
+    from imgcls.fit import fit
+
+    few = make_image_folder(tmp_path / "few", classes=3, per_class=8, size=16)
+    result = fit(few, 8, out=tmp_path / "fit", overrides=[f"tracking.mlflow={server.uri}"],
+                 only=["fastnet94-16px"])
+    parent = json.loads((tmp_path / "fit" / "mlflow.json").read_text())["run_id"]
+    client = MlflowClient(server.uri)
+    logged = client.get_run(parent)
+    assert logged.data.params["winner"] == result.winner and logged.info.status == "FINISHED"
+    final = Run(result.out / "final").mlflow()["run_id"]
+    assert final in {c.info.run_id for c in children_of(client, parent)}
+    assert logged.data.metrics["test_accuracy"] == pytest.approx(
+        result.summary["test_accuracy"])
