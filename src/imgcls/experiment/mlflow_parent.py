@@ -91,9 +91,8 @@ def upload_table(folder: Path, groups: list[Group], metric: str, table: Path) ->
     path = folder / RECORD
     if not path.is_file():
         return
-    record = json.loads(path.read_text())
     try:
-        parent = MlflowRun(connect(record["uri"]), record["run_id"], record["uri"])
+        parent = MlflowRun.of(json.loads(path.read_text()))
     except MlflowError as exc:
         log.warning(f"{folder}: the comparison was not uploaded ({exc})")
         return

@@ -88,6 +88,11 @@ def numbers(record: dict[str, Any]) -> dict[str, float]:
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
 
 
+def epoch_figures(record: dict[str, Any]) -> dict[str, float]:
+    """One metrics.jsonl line as metrics: its numbers but the epoch, which is their step."""
+    return {k: v for k, v in numbers(record).items() if k != "epoch"}
+
+
 def params_of(config: dict[str, Any]) -> dict[str, str]:
     """A config as MLflow parameters: flattened (`optim.lr`), lists as their YAML-ish
     text, each value cut to MLflow's longest."""
@@ -113,6 +118,11 @@ class MlflowRun:
     def __init__(self, client: Any, run_id: str, uri: str):
         self.client, self.run_id, self.uri = client, run_id, uri
         self.broken: str | None = None
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> MlflowRun:
+        """The run a record (an mlflow.json) names; KeyError or MlflowError if it cannot."""
+        return cls(connect(record["uri"]), record["run_id"], record["uri"])
 
     def _try(self, what: str, call: Callable[[], Any]) -> bool:
         if self.broken:
@@ -172,6 +182,23 @@ class MlflowRun:
                                                                    metric_key(key))}
         except Exception:  # noqa: BLE001 - then everything is sent
             return set()
+
+    def logged_epochs(self, history: list[dict[str, Any]]) -> dict[str, set[int]]:
+        """For each metric of `history` (metrics.jsonl), the steps the server holds: one
+        request per metric."""
+        keys = {k for m in history for k in epoch_figures(m)}
+        return {k: self.logged_steps(k) for k in keys}
+
+    def epoch(self, record: dict[str, Any], logged: dict[str, set[int]]) -> bool:
+        """One epoch's metrics at its step, less those `logged` says arrived already."""
+        step = int(record["epoch"])
+        return self.metrics(epoch_figures(record), step,
+                            skip={k for k, steps in logged.items() if step in steps})
+
+    def start(self, run: Run) -> bool:
+        """The run's parameters (its resolved config) and tags (what it ran on)."""
+        ok = self.params(params_of(run.raw_config()))
+        return self.tags(machine_tags(run)) and ok
 
 
 def open_run(run: Run, uri: str, experiment: str, parent: str | None = None
@@ -281,9 +308,8 @@ def upload_later(run_dir: str | Path, paths: list[Path], folder: str) -> str:
     """Files made after a run ended (an export) into the MLflow run it logged to, in
     `folder`; what happened, in words (a failure is reported, not raised: the files are
     in the run folder, and `imgcls mlflow-sync` uploads them with the rest)."""
-    record = Run(run_dir).mlflow() or {}
     try:
-        mlrun = MlflowRun(connect(record["uri"]), record["run_id"], record["uri"])
+        mlrun = MlflowRun.of(Run(run_dir).mlflow() or {})
     except (KeyError, MlflowError) as exc:
         return f"MLflow: not uploaded ({exc}); `imgcls mlflow-sync {run_dir}` does it later"
     for path in paths:
@@ -309,19 +335,15 @@ def sync_run(run_dir: str | Path, uri: str | None = None, experiment: str | None
     mlrun = open_run(run, uri, experiment or record.get("experiment")
                      or cfg.tracking.experiment or cfg.name, record.get("parent"))
     summary = run.summary()
-    ok = mlrun.params(params_of(run.raw_config()))
-    ok &= mlrun.tags(machine_tags(run))
+    ok = mlrun.start(run)
     history = run.metrics()
-    keys = {k for m in history for k in numbers(m) if k != "epoch"}
-    logged = {k: mlrun.logged_steps(k) for k in keys}
+    logged = mlrun.logged_epochs(history)
     for m in history:
-        step = int(m["epoch"])
-        ok &= mlrun.metrics({k: v for k, v in numbers(m).items() if k != "epoch"}, step,
-                            skip={k for k in keys if step in logged[k]})
+        ok &= mlrun.epoch(m, logged)
     if summary is not None:
         ok &= upload_results(mlrun, run, summary, model)
         ok &= mlrun.finish("FINISHED")
     if mlrun.broken:
         raise MlflowError(f"MLflow at {uri}: {mlrun.broken}")
-    run.write_mlflow({**(run.mlflow() or {}), "pending": not ok or summary is None})
+    run.mark_mlflow(pending=not ok or summary is None)
     return mlrun.run_id

@@ -274,6 +274,10 @@ class Run:
     def mlflow(self) -> dict[str, Any] | None:
         return self._read("mlflow.json")
 
+    def mark_mlflow(self, pending: bool) -> None:
+        """Whether something of the run is still to upload to its MLflow run."""
+        self.write_mlflow({**(self.mlflow() or {}), "pending": pending})
+
     def model_files(self) -> dict[str, Path]:
         """What `imgcls.load` needs of this run (the config, the preprocessing, the best
         weights), by their names in the folder: a copy of these predicts like the run."""

@@ -39,7 +39,7 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
         run = Run(resume)
         cfg = run.config()
     world = distributed.setup(resolve_device(cfg.train.device).type)  # under torchrun
-    logged_to = Run(resume).mlflow() if resume is not None else None
+    logged_to = run.mlflow() if resume is not None else None
     callbacks = [*callbacks, *_mlflow(cfg, world.is_main, callbacks, logged_to)]
     if resume is None:  # rank 0 names and creates the folder; the other processes use it
         run = Run(distributed.broadcast_object(

@@ -8,15 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from imgcls.tracking.mlflow_client import (
-    MlflowRun,
-    log_model,
-    machine_tags,
-    numbers,
-    open_run,
-    params_of,
-    upload_results,
-)
+from imgcls.tracking.mlflow_client import MlflowRun, log_model, open_run, upload_results
 from imgcls.train.callbacks import Callback, Trainer
 
 
@@ -34,28 +26,23 @@ class MLflowLogger(Callback):
             return
         run = trainer.run
         self.mlrun = open_run(run, self.uri, self.experiment, self.parent)
-        self.mlrun.params(params_of(run.raw_config()))
-        self.mlrun.tags(machine_tags(run))
+        self.mlrun.start(run)
         if trainer.epoch:  # resumed: the epochs that reached the server before the kill
-            self.logged = {k: self.mlrun.logged_steps(k)
-                           for m in run.metrics() for k in numbers(m) if k != "epoch"}
+            self.logged = self.mlrun.logged_epochs(run.metrics())
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        if self.mlrun is None:
-            return
-        step = int(metrics["epoch"])
-        self.mlrun.metrics({k: v for k, v in numbers(metrics).items() if k != "epoch"}, step,
-                           skip={k for k, steps in self.logged.items() if step in steps})
+        if self.mlrun is not None:
+            self.mlrun.epoch(metrics, self.logged)
 
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
         if self.mlrun is None:
             return
         ok = upload_results(self.mlrun, trainer.run, summary, log_model)
         ok &= self.mlrun.finish("FINISHED")
-        trainer.run.write_mlflow({**(trainer.run.mlflow() or {}), "pending": not ok})
+        trainer.run.mark_mlflow(pending=not ok)
 
     def on_exception(self, trainer: Trainer, error: BaseException) -> None:
         if self.mlrun is None:
             return
         self.mlrun.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-        trainer.run.write_mlflow({**(trainer.run.mlflow() or {}), "pending": True})
+        trainer.run.mark_mlflow(pending=True)
