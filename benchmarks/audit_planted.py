@@ -7,6 +7,8 @@ drawn at random in docs/audit/cifar10-near-pairs.png.
     python benchmarks/audit_planted.py planted --data ../shared/datasets/flower_photos-256.tar.gz \
         --seeds 0 1
     python benchmarks/audit_planted.py cifar --data ../shared/datasets/cifar10-jpeg.tar.gz
+    python benchmarks/audit_planted.py retrain --data ../shared/datasets/flower_photos-256.tar.gz \
+        --seeds 0 1
 
 Planting, per seed: the photos are split 80/20 (stratified, by the seed); 3% of all images
 get an edited copy in the other split (half of them test images copied into train, half
@@ -24,6 +26,15 @@ go to benchmarks/results/audit_planted.json (one entry per data set and seed), t
 page and findings to runs/bench-audit/. `--phash` also measures the usual alternative on the
 same planted data: imagehash's perceptual hash (and its mirror image's) within 4, 8 and 12
 of its 64 bits.
+
+`retrain`: configs/finetune-folder.yaml trained on each seed's planted data as planted, with
+what the audit found left out (`data.exclude`: its exclude-suggested.txt, i.e. the training
+copies of test images, plus the top N label suspects of the training split, N = the flips, as
+a user taking the audit's first suspects would), with the leaks left out and those suspects
+relabelled to the audit's class instead (`data.relabel`), and with exactly the planted
+problems left out (the ceiling). Test accuracy of each: on the whole test split (leaked copies
+included, so "as planted" is flattered by them) and on the clean test images (neither a
+planted copy nor the original of one). Results under `retrain/` in the same JSON.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import csv
 import io
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,14 +53,21 @@ from PIL import Image
 from imgcls.audit import Findings, audit
 from imgcls.audit.pool import Pool
 from imgcls.config import DataConfig
+from imgcls.configure import load_config
 from imgcls.data import image_root, load_data
+from imgcls.deploy.predictor import Predictor
+from imgcls.experiment.stats import welch
 from imgcls.hardware import machine_line
 from imgcls.tracking.io import atomic_write_json
+from imgcls.tracking.run import Run
+from imgcls.train import train
 
 DUPLICATE_SHARE = 0.03
 FLIP_SHARE = 0.05
 PAPER_SHARE = 0.033  # CIFAR-10 test images with a near duplicate in train (Barz & Denzler)
 GRID = Path(__file__).resolve().parents[1] / "docs" / "audit" / "cifar10-near-pairs.png"
+FINETUNE = Path(__file__).resolve().parents[1] / "configs" / "finetune-folder.yaml"
+RETRAIN = ("as-planted", "found-excluded", "found-relabelled", "planted-excluded")
 
 
 def _edit(image: Image.Image, kind: str, rng: np.random.Generator) -> tuple[Image.Image, int]:
@@ -71,7 +90,11 @@ def _edit(image: Image.Image, kind: str, rng: np.random.Generator) -> tuple[Imag
 
 def plant(root: Path, out: Path, seed: int) -> tuple[Path, dict[str, str], list[str]]:
     """The CSV data set with planted copies and flips; the copies (copy -> original) and
-    the flipped images' names."""
+    the flipped images' names. Planted once per folder (planted.json), then read back."""
+    table, record = out / "planted.csv", out / "planted.json"
+    if table.is_file() and record.is_file():
+        known = json.loads(record.read_text())
+        return table, known["copies"], known["flipped"]
     rng = np.random.default_rng(seed)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     files = [(f"{c}/{p.name}", c) for c in classes for p in sorted((root / c).iterdir())]
@@ -103,11 +126,11 @@ def plant(root: Path, out: Path, seed: int) -> tuple[Path, dict[str, str], list[
         path, c, s = rows[i]
         rows[i] = (path, str(rng.choice([k for k in classes if k != c])), s)
         flipped.append(files[i][0])
-    table = out / "planted.csv"
     with table.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "split"])
         writer.writerows(rows)
+    atomic_write_json(record, {"seed": seed, "copies": copies, "flipped": flipped})
     return table, copies, flipped
 
 
@@ -216,9 +239,96 @@ def cifar_run(data: str, out: Path) -> dict:
             "seconds": time.perf_counter() - start, "steps": findings.seconds}
 
 
+def _write_list(target: Path, names: list[str]) -> str:
+    target.write_text("\n".join(names) + "\n")
+    return str(target)
+
+
+def retrain_sets(seed: int, out: Path, size: int, root: Path, table: Path,
+                 copies: dict[str, str], flipped: list[str]) -> dict[str, list[str]]:
+    """Each variant's `--set`s for configs/finetune-folder.yaml on the planted table."""
+    found_dir = out / f"seed{seed}"
+    if not (found_dir / "findings.json").is_file():
+        audit(DataConfig(source="csv", path=str(table), image_size=size, test_fraction=0.2,
+                         val_fraction=0.0), found_dir, seed=seed)
+    findings = Findings.model_validate_json((found_dir / "findings.json").read_text())
+    leaks = [line for line in (found_dir / "exclude-suggested.txt").read_text().splitlines()
+             if line and not line.startswith("#")]
+    suspects = [s for s in findings.label_suspects if s.image.split == "train"][:len(flipped)]
+    lists = out / f"data-seed{seed}"
+    split = {r["path"]: r["split"] for r in csv.DictReader(table.open())}
+    planted = [f"copies/{c}" if split[str(lists / "copies" / c)] == "train"  # its name
+               else str(root / o) for c, o in copies.items()]
+    relabel = lists / "relabel-found.csv"
+    relabel.write_text("path,label\n" + "".join(f"{s.image.name},{s.suggested}\n"
+                                                 for s in suspects if s.image.name not in leaks))
+    base = [f"seed={seed}", "data.source=csv", f"data.path={table}"]
+    return {
+        "as-planted": base,
+        "found-excluded": base + ["data.exclude=" + _write_list(
+            lists / "exclude-found.txt",
+            sorted(set(leaks) | {s.image.name for s in suspects}))],
+        "found-relabelled": base + ["data.exclude=" + _write_list(lists / "exclude-leaks.txt",
+                                                                  leaks),
+                                    f"data.relabel={relabel}"],
+        "planted-excluded": base + ["data.exclude=" + _write_list(
+            lists / "exclude-planted.txt", planted + [str(root / f) for f in flipped])],
+    }
+
+
+def clean_test_accuracy(run_dir: Path, table: Path, copies: dict[str, str], root: Path
+                        ) -> tuple[float, float, int]:
+    """The best checkpoint's accuracy (mirror TTA, as the run evaluates) on the whole test
+    split and on its clean images: neither a planted copy nor the original of one."""
+    planted = set(copies) | {str(root / o) for o in copies.values()}
+    rows = [r for r in csv.DictReader(table.open()) if r["split"] == "test"]
+    predictor = Predictor.from_run(run_dir)
+    images, kept, problems = predictor.read([Path(r["path"]) for r in rows])
+    assert not problems, problems
+    predicted = predictor.probabilities(images, tta="mirror").argmax(1).tolist()
+    right = [predictor.classes[p] == r["label"] for p, r in zip(predicted, rows, strict=True)]
+    clean = [ok for ok, r in zip(right, rows, strict=True)
+             if Path(r["path"]).name not in planted and r["path"] not in planted]
+    return sum(right) / len(right), sum(clean) / len(clean), len(clean)
+
+
+def retrain_run(data: str, seeds: list[int], out: Path, size: int, results: dict,
+                save: Callable[[], None]) -> None:
+    """Every variant x seed, finished runs read back (the benchmark resumes)."""
+    root = image_root(DataConfig(source="folder", path=data))
+    entry = results.setdefault("retrain", {"config": str(FINETUNE.name), "runs": []})
+    done = {(r["variant"], r["seed"]) for r in entry["runs"]}
+    for variant in RETRAIN:
+        for seed in seeds:
+            if (variant, seed) in done:
+                continue
+            table, copies, flipped = plant(root, out / f"data-seed{seed}", seed)
+            sets = retrain_sets(seed, out, size, root, table, copies, flipped)[variant]
+            run_dir = out / "retrain" / f"{variant}-seed{seed}"
+            summary = Run(run_dir).summary()
+            if summary is None:
+                _, summary = train(load_config(FINETUNE, sets), run_dir=run_dir)
+            whole, clean, clean_n = clean_test_accuracy(run_dir, table, copies, root)
+            entry["runs"].append({
+                "variant": variant, "seed": seed, "test_accuracy": summary["test_accuracy"],
+                "test_accuracy_predictor": whole, "clean_test_accuracy": clean,
+                "clean_test_images": clean_n, "train_images": summary["images"]["train"],
+                "wall_seconds": summary["wall_seconds"],
+                "warnings": summary.get("warnings", [])})
+            save()
+            print(json.dumps(entry["runs"][-1]), flush=True)
+    for metric in ("test_accuracy", "clean_test_accuracy"):
+        values = {v: [r[metric] for r in entry["runs"] if r["variant"] == v] for v in RETRAIN}
+        entry[metric] = {v: {"mean": float(np.mean(x)), "std": float(np.std(x, ddof=1)),
+                             "diff_vs_as_planted": welch(x, values["as-planted"]).diff,
+                             "p_vs_as_planted": welch(x, values["as-planted"]).p}
+                         for v, x in values.items() if len(x) > 1}
+    save()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["planted", "cifar"])
+    parser.add_argument("mode", choices=["planted", "cifar", "retrain"])
     parser.add_argument("--data", required=True)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--size", type=int, default=224, help="planted: stored image size")
@@ -228,9 +338,16 @@ def main() -> None:
     parser.add_argument("--results", type=Path,
                         default=Path("benchmarks/results/audit_planted.json"))
     args = parser.parse_args()
+    args.out = args.out.resolve()  # the planted table names its images by absolute paths
     results = json.loads(args.results.read_text()) if args.results.is_file() else {}
     results["machine"] = machine_line("train.amp auto")
     name = Path(args.data).name.split(".")[0]
+    if args.mode == "retrain":
+        retrain_run(args.data, args.seeds, args.out, args.size, results,
+                    lambda: atomic_write_json(args.results, results))
+        print(json.dumps({k: results["retrain"].get(k) for k in
+                          ("test_accuracy", "clean_test_accuracy")}, indent=1))
+        return
     if args.mode == "cifar":
         results[name] = cifar_run(args.data, args.out)
         atomic_write_json(args.results, results)
