@@ -78,7 +78,10 @@ def fast_recipe(args: argparse.Namespace, work: Path, cap: float) -> dict[str, A
               "train.epochs=1"] if args.dry_run else [])
     _python(str(HERE / "peer_airbench.py"), "--seeds", "0", "--data", args.cifar, "--out",
             str(work / "peer"), "--work", str(work / "peer-work"), *extra, cap=cap)
-    return json.loads((work / "peer.json").read_text())["summary"]
+    peer = json.loads((work / "peer.json").read_text())
+    return {**peer["summary"], "near_chance": [f"{f['side']} seed {f['seed']}: "
+                                               f"{f['test_accuracy']:.4f}"
+                                               for f in peer.get("failed", [])]}
 
 
 def ddp(args: argparse.Namespace, work: Path, cap: float) -> dict[str, Any]:
@@ -113,14 +116,15 @@ PARTS = {"machine": machine, "throughput": throughput, "fast_recipe": fast_recip
 
 
 def toy_data(work: Path) -> Path:
-    """10 classes x 40 generated 32 px images with train/ and test/ folders: what the dry
-    run trains on in place of CIFAR-10 and the photos."""
+    """10 classes x 110 generated 32 px training images (the peer's one batch of 1,024 needs
+    them) and x 10 test images: what the dry run trains on in place of CIFAR-10 and the
+    photos."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(0)
     root = work / "toy"
-    for split, count in (("train", 40), ("test", 10)):
+    for split, count in (("train", 110), ("test", 10)):
         for c in range(10):
             folder = root / split / f"class{c}"
             folder.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,18 @@ On a GPU it runs as published. On a CPU the harness redirects, for the peer's ru
 CUDA calls (`.cuda()`, `torch.cuda.Event`, `torch.cuda.synchronize`, `torch.load` onto
 cuda:0) to the CPU, and its half precision to the CPU's best: bf16 autocast where the CPU
 has bf16 units, float32 elsewhere (its weights stay float32, so its lookahead averaging
-still sees them). The output says which.
+still sees them). The output says which. The bf16 autocast covers the network's forward
+pass only (the harness hands `train94` a `make_net` whose forward runs under it). An
+autocast around the whole run, as this harness first had, left airbench94 at 10.00% on a
+Zen 4, for two reasons: the whitening was set up from a patch covariance computed in bf16
+(two of its 12 eigenvalues came out negative, -0.005, beyond the peer's eps of 5e-4: NaN
+filters, NaN logits), and autocast keeps the bf16 copies of the weights it casts until its
+region ends, so every step ran the forward with the first step's weights (0.5 epochs:
+11.3% against float32's 53.2%).
+
+A run of either side that ends near chance (10 classes: at most 10% + 3 points) is
+reported as failed: kept under "failed" in the JSON, never as a result or in the summary,
+and run again by the next invocation.
 
 Both sides see the same images: the JPEG-decoded CIFAR-10 that imgcls loads is written in
 the peer's own file format (cifar10/train.pt, test.pt). airbench94 trains on all 50,000
@@ -35,7 +46,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +58,10 @@ from imgcls.hardware import cpu_bf16_units, machine_line
 from imgcls.tracking.io import atomic_write_json
 from imgcls.tracking.run import Run
 from imgcls.train import train
+from imgcls.train.callbacks import near_chance
 
 PEER_DIR = Path(__file__).with_name(".airbench")
+CLASSES, TEST_IMAGES = 10, 10_000
 
 
 def install_peer() -> None:
@@ -89,7 +102,7 @@ class _CpuEvent:
 
 
 @contextlib.contextmanager
-def peer_on_cpu(bf16: bool) -> Iterator[None]:
+def peer_on_cpu() -> Iterator[None]:
     """The peer's CUDA and half-precision calls redirected to the CPU, for its run only."""
     saved = {(owner, name): getattr(owner, name) for owner, name in (
         (torch.nn.Module, "cuda"), (torch.nn.Module, "half"), (torch.Tensor, "cuda"),
@@ -104,11 +117,31 @@ def peer_on_cpu(bf16: bool) -> Iterator[None]:
     torch.cuda.synchronize = lambda *args, **kwargs: None
     torch.load = lambda path, **kwargs: load(path, map_location="cpu", weights_only=True)
     try:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            yield
+        yield
     finally:
         for (owner, name), value in saved.items():
             setattr(owner, name, value)
+
+
+def forward_in_bf16(make_net: Callable[[], torch.nn.Module]) -> Callable[[], torch.nn.Module]:
+    """The peer's network with its forward pass, and only that, under bf16 autocast (logits
+    back in float32, as autocast gives the loss): where its GPU run computes in half
+    precision. An autocast around the whole run would keep its weights' first bf16 copies
+    for every later step (autocast caches the casts until its region ends), and set up the
+    whitening from a bf16 patch covariance; both leave airbench94 at chance."""
+
+    def make() -> torch.nn.Module:
+        net = make_net()
+        forward = net.forward
+
+        def forward_bf16(*args: Any, **kwargs: Any) -> torch.Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return forward(*args, **kwargs).float()
+
+        net.forward = forward_bf16
+        return net
+
+    return make
 
 
 def parse_peer_log(text: str) -> dict[str, Any]:
@@ -140,8 +173,10 @@ def run_peer(seed: int, root: Path, epochs: float | None) -> dict[str, Any]:
     out = io.StringIO()
     start = time.perf_counter()
     with contextlib.redirect_stdout(out), \
-            (contextlib.nullcontext() if on_gpu else peer_on_cpu(bf16)):
-        kwargs = {} if epochs is None else {"epochs": epochs}
+            (contextlib.nullcontext() if on_gpu else peer_on_cpu()):
+        kwargs: dict[str, Any] = {} if epochs is None else {"epochs": epochs}
+        if bf16:
+            kwargs["make_net"] = forward_in_bf16(airbench.make_net94)
         if on_gpu:
             airbench.warmup94(verbose=False)
         airbench.train94(run=seed, **kwargs)
@@ -235,8 +270,12 @@ def main() -> None:
     json_path = out.with_suffix(".json")
     results = (json.loads(json_path.read_text()) if json_path.is_file() else
                {"airbench94": [], "imgcls": []})
-    results["machine"] = machine_line("imgcls: train.amp and train.compile on auto")
-    print(results["machine"])
+    machine = machine_line("imgcls: train.amp and train.compile on auto")
+    if results.get("machine", machine) != machine:
+        sys.exit(f"{json_path} holds runs of another machine ({results['machine']}); "
+                 f"this one is {machine}: pass --out to start a file of its own")
+    results["machine"] = machine
+    print(machine)
     for seed in args.seeds:  # interleaved, so drifts of the machine hit both alike
         for side in ("airbench94", "imgcls"):
             if any(r["seed"] == seed for r in results[side]):
@@ -245,11 +284,15 @@ def main() -> None:
             result = (run_peer(seed, root, args.peer_epochs) if side == "airbench94" else
                       run_imgcls(seed, data_path, root, args.sets))
             os.chdir(here)
-            results[side].append(result)
+            failed = near_chance(result["test_accuracy"], 1 / CLASSES, TEST_IMAGES)
+            if failed:
+                results.setdefault("failed", []).append({"side": side, **result})
+            else:
+                results[side].append(result)
             results["summary"] = summarize(results)
             atomic_write_json(json_path, results)
-            print(f"{side} seed {seed}: test {result['test_accuracy']:.4f}, "
-                  f"{result['seconds']:.0f} s")
+            print(f"{side} seed {seed}: {'FAILED, near chance: ' if failed else ''}test "
+                  f"{result['test_accuracy']:.4f}, {result['seconds']:.0f} s")
     plot(results, out.with_suffix(".png"))
     print(json.dumps(results["summary"], indent=1))
 

@@ -26,4 +26,6 @@ def test_the_gpu_check_runs_every_part_at_toy_size(tmp_path):
     assert 0 <= parts["ddp"]["result"]["test_accuracy"] <= 1
     assert parts["fit"]["result"]["spent_seconds"] < 40
     peer = parts["fast_recipe"]["result"]
-    assert "skipped" in peer or 0 <= peer["imgcls"]["test_accuracy_mean"] <= 1
+    # toy runs may end near chance: the harness then lists them instead of reporting them
+    assert "skipped" in peer or "imgcls" in peer or any(
+        line.startswith("imgcls seed 0") for line in peer["near_chance"])

@@ -17,7 +17,7 @@ from imgcls.configure import validate
 from imgcls.models import build_model
 from imgcls.train import load_model, train
 from imgcls.train.callbacks import EMA, Callback, ReduceLROnPlateau
-from imgcls.train.evaluate import tta_logits
+from imgcls.train.evaluate import gated_tta_logits, tta_logits
 from imgcls.train.lr_find import exponential_lrs, lr_find, smooth, suggest
 from imgcls.train.optim import SAM, Lion, create_optimizer, frozen_norm_stats, l2_penalty
 from imgcls.train.schedule import create_scheduler
@@ -261,6 +261,24 @@ def test_tta_views_and_weights():
              (down_right, 0.125), (down_right.flip(-1), 0.125)]
     expected = sum(w * v for v, w in views).flatten(1)
     assert torch.allclose(tta_logits(model, x, "mirror_translate"), expected)
+
+
+def test_gated_tta_gives_the_views_only_to_unsure_images():
+    # logits = the two pixels: the mirror swaps them, so TTA averages each image's logits
+    x = torch.tensor([[4.0, 0.0], [0.2, 0.0], [0.0, 3.0], [1.0, 1.1]]).reshape(4, 1, 1, 2)
+    model = nn.Flatten()
+    plain = model(x)
+    full = tta_logits(model, x, "mirror")
+    margins = (plain.softmax(1).max(1).values - plain.softmax(1).min(1).values).tolist()
+    assert margins[1] < 0.2 and margins[3] < 0.2 and min(margins[0], margins[2]) > 0.9
+    gated, viewed = gated_tta_logits(model, x, "mirror", plain, margin=0.2)
+    assert viewed == 2
+    assert torch.equal(gated[[0, 2]], plain[[0, 2]])  # sure: the plain answer
+    assert torch.equal(gated[[1, 3]], full[[1, 3]])  # unsure: the views' mean
+    everyone, viewed = gated_tta_logits(model, x, "mirror", plain, margin=None)
+    assert viewed == 4 and torch.equal(everyone, full)
+    nobody, viewed = gated_tta_logits(model, x, "mirror", plain, margin=1e-9)
+    assert viewed == 0 and torch.equal(nobody, plain)
 
 
 # -- lr-find ---------------------------------------------------------------------------------

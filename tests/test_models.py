@@ -185,6 +185,20 @@ def test_fastnet_starts_as_whitening_plus_identity():
     assert conv.weight[0, 0, 1, 1] == 1 and conv.weight[0, 0].sum() == 1
 
 
+def test_fastnet_options_of_the_2025_record():
+    net = create_model("fastnet94", 10, activation="silu", norm_momentum=0.44,
+                       whiten_images=1024)
+    group = net.groups[1]
+    assert isinstance(group.act, torch.nn.SiLU) and group.norm1.momentum == 0.44
+    assert isinstance(net.groups[0], torch.nn.GELU)  # after the whitening, as published
+    assert net.whiten_images == 1024
+    for bad, match in (({"activation": "relu6"}, "'gelu', 'silu'"),
+                       ({"norm_momentum": 0.0}, "norm_momentum"),
+                       ({"whiten_images": 0}, "whiten_images")):
+        with pytest.raises(ValueError, match=match):
+            create_model("fastnet94", 10, **bad)
+
+
 def test_models_command_lists_sizes_flops_and_speed():
     runner = CliRunner()
     result = runner.invoke(app, ["models", "--markdown"])

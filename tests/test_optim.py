@@ -78,3 +78,26 @@ def test_muon_update_is_orthogonal_and_keeps_filter_norms():
     opt.step()
     opt.step()
     assert conv.weight.norm().item() == pytest.approx(64**0.5, rel=0.05)
+
+
+def test_muon_resets_the_filter_norm_only_every_n_steps():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 16, 3, bias=False)
+    opt = create_optimizer(conv, OptimConfig(name="muon", muon_lr=0.5,
+                                             muon_renormalize_every=3))
+    norms = []
+    for _ in range(6):
+        norms.append(conv.weight.norm().item())
+        conv.weight.grad = torch.randn_like(conv.weight)
+        opt.step()
+    after_reset = 16**0.5  # steps 1 and 4 reset the norm before their update
+    assert norms[0] != pytest.approx(after_reset, rel=0.01)  # the init's own norm
+    # between resets the updates move it (orthogonal, 16 filters: norm ~4, at lr 0.5)
+    for at in (1, 2, 4, 5):
+        assert abs(norms[at] - after_reset) > 0.05, norms
+    conv.weight.grad = torch.randn_like(conv.weight)
+    with torch.no_grad():
+        conv.weight.mul_(3.0)
+    opt.step()  # step 7: a reset, so the scale-up is gone
+    assert conv.weight.norm().item() < 2 * after_reset
+    assert opt.state_dict()["state"][0]["muon_step"] == 7  # resumed runs keep the phase

@@ -50,6 +50,12 @@ def test_training_learns_and_records_a_complete_run(folder, tmp_path, learn_seed
     assert run.config() == cfg  # the resolved config reproduces the run
     again = evaluate_run(run.path)
     assert again["accuracy"] == pytest.approx(summary["test_accuracy_plain"])
+    assert again["tta_accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert again["tta_share"] == summary["tta_share"] == 1.0
+    # confidence-gated TTA: a gate nothing passes is the plain answer, for no views
+    gated = evaluate_run(run.path, tta_margin=1e-9)
+    assert gated["tta_share"] < 0.2 and gated["tta_margin"] == 1e-9
+    assert abs(gated["tta_accuracy"] - gated["accuracy"]) <= gated["tta_share"]
 
 
 def test_policy_and_mixup_train_and_report_mixed_accuracy(folder, tmp_path, learn_seed):

@@ -289,6 +289,9 @@ def eval_(
     ] = None,
     tta: Annotated[TTA | None, typer.Option(
         help="Test-time augmentation (default: the run's own).")] = None,
+    tta_margin: Annotated[float | None, typer.Option(
+        help="Confidence-gated TTA: the views only for images whose top-1 probability leads "
+        "the runner-up's by less than this (default: the run's own).")] = None,
     checkpoint: CheckpointOption = "best",
     json_only: Annotated[bool, typer.Option(
         "--json", help="Print only the JSON record (for scripts).")] = False,
@@ -298,7 +301,7 @@ def eval_(
     record of all of them."""
     from imgcls.train import evaluate_run
 
-    result = evaluate_run(run_dir, data, tta, checkpoint)
+    result = evaluate_run(run_dir, data, tta, checkpoint, tta_margin)
     if not json_only:
         _print_evaluation(result)
     console.print_json(json.dumps(result))
@@ -314,7 +317,9 @@ def _print_evaluation(result: dict[str, Any]) -> None:
     """`imgcls eval`'s tables: the overall figures (plain and, with TTA, TTA) and the
     per-class precision/recall/F1/support."""
     tta = result["tta"] != "none"
-    table = Table("figure", "plain", *(["TTA " + result["tta"]] if tta else []),
+    gated = (f" on {result['tta_share']:.0%} of the images (margin {result['tta_margin']})"
+             if tta and result.get("tta_margin") is not None else "")
+    table = Table("figure", "plain", *([f"TTA {result['tta']}{gated}"] if tta else []),
                   title=f"{result['run']} ({result['checkpoint']}), {result['images']} images")
     for key, label, fmt in EVAL_FIGURES:
         if key in result:

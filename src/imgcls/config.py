@@ -299,6 +299,11 @@ class OptimConfig(Strict):
         0.02, gt=0, description="`muon` only: learning rate of the conv filters.")
     muon_momentum: float = Field(
         0.95, ge=0, lt=1, description="`muon` only: momentum of the conv filters.")
+    muon_renormalize_every: int = Field(
+        1, ge=1, description="`muon` only: every this many steps each conv layer's filters "
+        "are scaled back to their initial norm (the square root of their count) before the "
+        "update; in between the norm drifts with the updates (the 2025 CIFAR-10 record: 4 "
+        "to 8).")
 
 
 class PlateauConfig(Strict):
@@ -461,6 +466,11 @@ class TrainConfig(Strict):
         "none", description="Test-time augmentation for the final test: `mirror` (the image "
         "and its mirror), `mirror_translate` (also 1-pixel shifts, as airbench); the plain "
         "accuracy is reported too.")
+    tta_margin: float | None = Field(
+        None, gt=0.0, le=1.0, description="Confidence-gated TTA: the views only for the "
+        "images whose plain top-1 probability leads the runner-up's by less than this (the "
+        "others keep their plain prediction, which the views rarely change); the summary's "
+        "`tta_share` says how many got them. None: every image.")
     tta_from_val: bool = Field(
         False, description="Keep `tta` only where it scores higher than the plain image on "
         "the validation split (the evaluated weights, just before the test; a run paced by "

@@ -61,21 +61,16 @@ def predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list
     """(test images uint8 NHWC, class probabilities with the TTA the run's test used,
     labels, classes)
     from the run's best checkpoint, on the CPU."""
-    import torch
-
     from imgcls.data import load_data
-    from imgcls.data.loader import BatchLoader
-    from imgcls.train import load_model
+    from imgcls.train import eval_loader, load_model
     from imgcls.train.evaluate import predict
 
     model, pre, cfg = load_model(run_dir, "best")
     test = load_data(cfg.data).with_channels(pre.channels).test
-    loader = BatchLoader(test, cfg.train.eval_batch_size, torch.tensor(pre.mean),
-                         torch.tensor(pre.std), torch.device("cpu"),
-                         channels_last=cfg.train.channels_last, size=pre.input_size,
-                         interpolation=pre.interpolation)
+    loader = eval_loader(test, cfg, pre)
     summary = Run(run_dir).summary() or {}
-    plain, augmented, labels = predict(model, loader, summary.get("tta", cfg.train.tta))
+    plain, augmented, labels, _ = predict(model, loader, summary.get("tta", cfg.train.tta),
+                                          tta_margin=cfg.train.tta_margin)
     logits = augmented if augmented is not None else plain
     return (np.asarray(test.images), logits.softmax(1).numpy(), labels.numpy(),
             pre.classes)

@@ -14,6 +14,7 @@ from torch import nn
 
 from imgcls.config import TTA, Config, ConfigError
 from imgcls.data import DataError, load_data, load_source
+from imgcls.data.base import ImageSet
 from imgcls.data.loader import BatchLoader
 from imgcls.log import get_logger
 from imgcls.tracking.run import CheckpointError, Preprocessing, Run, environment
@@ -125,17 +126,31 @@ def load_model(run_dir: str | Path, checkpoint: str = "best",
     return model.to(device).eval(), pre, cfg
 
 
+def eval_loader(images: ImageSet, cfg: Config, pre: Preprocessing) -> BatchLoader:
+    """A saved run's evaluation batches of `images`, on the CPU: its batch size,
+    normalization, input size and interpolation."""
+    return BatchLoader(images, cfg.train.eval_batch_size, torch.tensor(pre.mean),
+                       torch.tensor(pre.std), torch.device("cpu"),
+                       channels_last=cfg.train.channels_last, size=pre.input_size,
+                       interpolation=pre.interpolation)
+
+
 def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None,
-                 tta: str | None = None, checkpoint: str = "best") -> dict[str, Any]:
+                 tta: str | None = None, checkpoint: str = "best",
+                 tta_margin: float | None = None) -> dict[str, Any]:
     """Accuracy, loss, macro-F1, balanced accuracy, top-5 accuracy (more than 5 classes)
     and the per-class table (`per_class`: precision, recall, F1, support; from the TTA
     logits when TTA is on) of a run's saved model on its own test split, or on another image
-    folder whose class sub-folders carry the run's class names. `tta` defaults to the run's
-    own."""
+    folder whose class sub-folders carry the run's class names. `tta` and `tta_margin`
+    (confidence-gated TTA, 0-1) default to the run's own."""
     if tta is not None and tta not in get_args(TTA):
         raise ConfigError(f"tta = {tta!r}: valid: {', '.join(get_args(TTA))}")
+    if tta_margin is not None and not 0.0 < tta_margin <= 1.0:
+        raise ConfigError(f"tta_margin = {tta_margin}: valid: above 0, at most 1 (the lead "
+                          "of the top-1 probability over the runner-up's)")
     model, pre, cfg = load_model(run_dir, checkpoint)
     tta = tta or cfg.train.tta
+    tta_margin = tta_margin if tta_margin is not None else cfg.train.tta_margin
     if data_path is None:
         test = load_data(cfg.data).with_channels(pre.channels).test
     else:
@@ -150,9 +165,8 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None,
         images = source.test if source.test is not None else source.train
         to_run_label = np.array([pre.classes.index(name) for name in source.classes])
         test = replace(images, labels=to_run_label[images.labels])
-    loader = BatchLoader(test, cfg.train.eval_batch_size, torch.tensor(pre.mean),
-                         torch.tensor(pre.std), torch.device("cpu"),
-                         channels_last=cfg.train.channels_last, size=pre.input_size,
-                         interpolation=pre.interpolation)
+    loader = eval_loader(test, cfg, pre)
     return {"run": str(run_dir), "checkpoint": checkpoint, "images": len(test), "tta": tta,
-            **evaluate(model, loader, tta, per_class=True, classes=pre.classes)}
+            "tta_margin": tta_margin,
+            **evaluate(model, loader, tta, per_class=True, classes=pre.classes,
+                       tta_margin=tta_margin)}

@@ -364,6 +364,13 @@ def _epoch_list(epochs: list[int]) -> str:
     return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
+def near_chance(accuracy: float, chance: float, n: int, margin: float = 0.03) -> bool:
+    """Within `margin`, or two binomial standard errors for small splits (`n` images), of
+    chance: a run that learned nothing, whatever its figure says."""
+    spread = 2 * math.sqrt(chance * (1 - chance) / max(n, 1))
+    return accuracy <= chance + max(margin, spread)
+
+
 class LearningCheck(Callback):
     """Warns about runs that fail without an error, in the log and in `summary["warnings"]`:
 
@@ -403,9 +410,7 @@ class LearningCheck(Callback):
         return (max(counts) / total if total else 1.0), total
 
     def at_chance(self, accuracy: float, chance: float, n: int) -> bool:
-        """Within `margin`, or two binomial standard errors for small splits, of chance."""
-        spread = 2 * math.sqrt(chance * (1 - chance) / max(n, 1))
-        return accuracy <= chance + max(self.margin, spread)
+        return near_chance(accuracy, chance, n, self.margin)
 
     def clearly_above(self, accuracy: float, chance: float) -> bool:
         """chance + lift and twice chance, but never more than halfway from chance to 1

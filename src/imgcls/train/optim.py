@@ -122,13 +122,15 @@ def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
 
 class Muon(torch.optim.Optimizer):
     """Muon for conv filters (momentum, then an orthogonalized update on the filters seen
-    as a matrix, with the filter norm held fixed), Nesterov SGD for every other group.
-    One optimizer object, so one scheduler and one state dict cover both."""
+    as a matrix, with the filter norm reset every `renormalize_every` steps), Nesterov SGD
+    for every other group. One optimizer object, so one scheduler and one state dict cover
+    both."""
 
     def __init__(self, groups: list[dict[str, Any]], lr: float, momentum: float,
-                 muon_momentum: float, nesterov: bool = True):
+                 muon_momentum: float, nesterov: bool = True, renormalize_every: int = 1):
         super().__init__(groups, dict(lr=lr, momentum=momentum, weight_decay=0.0,
-                                      nesterov=nesterov, muon_momentum=muon_momentum))
+                                      nesterov=nesterov, muon_momentum=muon_momentum,
+                                      renormalize_every=renormalize_every))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> None:
@@ -140,11 +142,14 @@ class Muon(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 g = p.grad if filters else p.grad.add(p, alpha=group["weight_decay"])
-                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+                state = self.state[p]
+                buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
                 buf.mul_(momentum).add_(g)
                 g = g.add(buf, alpha=momentum) if group["nesterov"] else buf
                 if filters:
-                    p.mul_(len(p) ** 0.5 / p.norm())  # keep each layer's filter norm fixed
+                    state["muon_step"] = state.get("muon_step", 0) + 1
+                    if (state["muon_step"] - 1) % group["renormalize_every"] == 0:
+                        p.mul_(len(p) ** 0.5 / p.norm())  # the layer's filter norm reset
                     g = orthogonalize(g.reshape(len(g), -1)).view_as(p)
                 p.add_(g, alpha=-group["lr"])
 
@@ -152,7 +157,7 @@ class Muon(torch.optim.Optimizer):
 @OPTIMIZERS.register("muon")
 def muon(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
     return Muon(groups, lr=cfg.lr, momentum=cfg.momentum, muon_momentum=cfg.muon_momentum,
-                nesterov=cfg.nesterov)
+                nesterov=cfg.nesterov, renormalize_every=cfg.muon_renormalize_every)
 
 
 def create_optimizer(model: nn.Module, cfg: OptimConfig,

@@ -356,13 +356,14 @@ class Trainer:
         summary."""
         return {"precision": self.precision.as_dict(), "compiled": self.compiled}
 
-    def init_from_data(self, count: int = 5000) -> None:
-        """Data-dependent initialization (fastnet's whitening) from the first `count`
-        training images, normalized and unaugmented; once, before the first epoch, and never
-        over pretrained weights."""
+    def init_from_data(self) -> None:
+        """Data-dependent initialization (fastnet's whitening) from the first training
+        images (as many as the model's `whiten_images`, else 5,000), normalized and
+        unaugmented; once, before the first epoch, and never over pretrained weights."""
         if self.epoch == 0 and not self.cfg.model.pretrained and hasattr(self.model,
                                                                          "init_from_data"):
             loader = self.loaders.train
+            count = getattr(self.model, "whiten_images", 5000)
             ids = torch.arange(min(count, len(loader.labels)))
             self.model.init_from_data(loader.normalize(loader.gather(ids)))
 
@@ -407,11 +408,13 @@ class Trainer:
             tta, checked = self.tta_choice["chosen"], self.tta_choice
         else:
             tta, checked = self.tta_checked_on_val(tta)
+        margin = self.cfg.train.tta_margin
         test = evaluate(self.eval_model, self.loaders.test, tta, self.amp_dtype,
-                        per_class=True, classes=self.data.classes)
+                        per_class=True, classes=self.data.classes, tta_margin=margin)
         shown = "tta_" if "tta_accuracy" in test else ""
         return {"test_accuracy": test.get("tta_accuracy", test["accuracy"]),
                 "test_accuracy_plain": test["accuracy"], "test_loss": test["loss"], "tta": tta,
+                "tta_margin": margin, "tta_share": test.get("tta_share"),
                 **{f"test_{k}": test[shown + k] for k in SCORES if shown + k in test},
                 "per_class": test["per_class"], "tta_validation": checked}
 
@@ -425,7 +428,8 @@ class Trainer:
         The figures behind the choice are returned for the summary."""
         if tta == "none" or not self.cfg.train.tta_from_val or self.loaders.val is None:
             return tta, None
-        val = evaluate(self.eval_model, self.loaders.val, tta, self.amp_dtype)
+        val = evaluate(self.eval_model, self.loaders.val, tta, self.amp_dtype,
+                       tta_margin=self.cfg.train.tta_margin)
         plain, with_tta = val["accuracy"], val["tta_accuracy"]
         kept = with_tta - plain > forgone * (1.0 - plain)
         price = (f"; the steps its test's time would train are forecast to remove "
