@@ -19,6 +19,18 @@ def test_shipped_configs_are_valid():
         assert cfg.train.epochs >= 1, path
 
 
+def test_shipped_experiments_are_valid_down_to_their_models():
+    from imgcls.experiment.spec import load_experiment
+    from imgcls.models import build_model
+
+    for path in sorted(Path("experiments").glob("*.yaml")):
+        plan = load_experiment(path)  # every variant x seed validated as a full config
+        for variant, _ in plan.variants:
+            cfg = plan.config(variant, plan.seeds[0])
+            if cfg.model.name.startswith("fastnet"):  # model.args reach the network
+                build_model(cfg.model, 10, 32, 3)
+
+
 def test_set_overrides_parse_yaml_values(tmp_path):
     cfg = load_config(write(tmp_path, "optim: {lr: 0.1}\n"),
                       ["optim.lr=0.05", "train.batch_size=64", "augment.flip=none",
