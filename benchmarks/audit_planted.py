@@ -298,12 +298,17 @@ def retrain_run(data: str, seeds: list[int], out: Path, size: int, results: dict
     root = image_root(DataConfig(source="folder", path=data))
     entry = results.setdefault("retrain", {"config": str(FINETUNE.name), "runs": []})
     done = {(r["variant"], r["seed"]) for r in entry["runs"]}
+    prepared: dict[int, tuple[Path, dict[str, str], dict[str, list[str]]]] = {}
     for variant in RETRAIN:
         for seed in seeds:
             if (variant, seed) in done:
                 continue
-            table, copies, flipped = plant(root, out / f"data-seed{seed}", seed)
-            sets = retrain_sets(seed, out, size, root, table, copies, flipped)[variant]
+            if seed not in prepared:  # each seed's data, audit and lists once
+                table, copies, flipped = plant(root, out / f"data-seed{seed}", seed)
+                prepared[seed] = (table, copies, retrain_sets(seed, out, size, root, table,
+                                                              copies, flipped))
+            table, copies, variants = prepared[seed]
+            sets = variants[variant]
             run_dir = out / "retrain" / f"{variant}-seed{seed}"
             summary = Run(run_dir).summary()
             if summary is None:
