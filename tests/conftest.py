@@ -75,14 +75,21 @@ def at_most(value: float, bound: float, what: str, count: int | None = None) -> 
     assert value <= bound, f"{what}: {value} > {bound} (IMGCLS_TEST_SEED={LEARN_SEED})"
 
 
+SESSION_THREADS = torch.get_num_threads()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_state(tmp_path_factory, monkeypatch):
-    """Every test shares one session cache (never the user's ~/.cache/imgcls) and gets back
-    the thread count and determinism setting that a run's `train.threads` may change."""
+    """Every test shares one session cache (never the user's ~/.cache/imgcls) and starts
+    and ends with the session's thread count and determinism setting, which a run's
+    `train.threads` changes. Set before the test as well: a module-scoped fixture that
+    trained with `threads: 1` ran before this fixture, and a run without `train.threads`
+    keeps whatever count it finds (everything after it would run on one core)."""
     monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    threads = torch.get_num_threads()
+    torch.set_num_threads(SESSION_THREADS)
+    torch.use_deterministic_algorithms(False)
     yield
-    torch.set_num_threads(threads)
+    torch.set_num_threads(SESSION_THREADS)
     torch.use_deterministic_algorithms(False)
 
 

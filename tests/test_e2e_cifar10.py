@@ -15,7 +15,7 @@ def test_fastnet_on_2000_real_cifar10_images(cifar10_subset, tmp_path):
                   "norm_lr_scale": 0.0791, "norm_weight_decay": 0.0755, "muon_lr": 0.24,
                   "muon_momentum": 0.6},
         "schedule": {"name": "linear"},
-        "train": {"epochs": 8, "batch_size": 200, "eval_batch_size": 500,
+        "train": {"epochs": 5, "batch_size": 200, "eval_batch_size": 500,
                   "label_smoothing": 0.2, "loss_reduction": "sum", "tensorboard": False,
                   "checkpoint": {"monitor": "val_loss", "mode": "min"}},
     })

@@ -98,6 +98,18 @@ def test_non_finite_loss_stops_with_a_clear_message(folder, tmp_path):
         train(cfg, tmp_path / "run")
 
 
+def test_a_run_gives_back_the_callers_threads_and_determinism(folder, tmp_path):
+    """tiny_config's runs ask for one thread and deterministic kernels; the caller's own
+    settings come back after the run, and after one that fails."""
+    torch.set_num_threads(3)
+    train(tiny_config(data=data_section(folder), train={"epochs": 1}), tmp_path / "run")
+    assert torch.get_num_threads() == 3 and not torch.are_deterministic_algorithms_enabled()
+    diverging = tiny_config(data=data_section(folder), optim={"name": "sgd", "lr": 1e12})
+    with pytest.raises(TrainingDiverged):
+        train(diverging, tmp_path / "diverged")
+    assert torch.get_num_threads() == 3 and not torch.are_deterministic_algorithms_enabled()
+
+
 def test_refuses_to_overwrite_a_run(folder, tmp_path):
     cfg = tiny_config(data=data_section(folder), train={"epochs": 1})
     train(cfg, tmp_path / "run")

@@ -21,7 +21,7 @@ from imgcls.tracking.run import CheckpointError, Preprocessing, Run, environment
 from imgcls.train import distributed
 from imgcls.train.callbacks import Callback
 from imgcls.train.evaluate import evaluate
-from imgcls.train.setup import resolve_device
+from imgcls.train.setup import callers_torch_settings, resolve_device
 from imgcls.train.trainer import Trainer
 
 __all__ = ["Trainer", "train", "load_model"]
@@ -61,24 +61,25 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
             update={"image_size": data.chosen_size})})
         if world.is_main:
             run.write_config(cfg)
-    trainer = Trainer(cfg, run, data, callbacks)
-    if resume is not None and run.has_checkpoint("last"):
-        trainer.load_state_dict(run.load_checkpoint("last", trainer.device))
-    if world.is_main:
-        if resume is not None:  # drop epochs after the checkpoint (all, if there is none)
-            run.truncate_metrics(trainer.epoch)
-        run.write_environment({**environment(str(trainer.device)), **trainer.speed_settings(),
-                               "processes": world.size})
-        inputs = trainer.inputs
-        run.write_preprocessing(Preprocessing(
-            classes=data.classes, image_size=data.image_size, resize=cfg.data.resize,
-            input_size=inputs.size, interpolation=inputs.interpolation,
-            mean=inputs.mean.tolist(), std=inputs.std.tolist(), skipped_files=data.skipped,
-            channels=data.channels))
-    try:
-        summary = trainer.fit()
-    finally:  # a replica outliving its process group aborts the process at exit
-        trainer.release_replica()
+    with callers_torch_settings():
+        trainer = Trainer(cfg, run, data, callbacks)
+        if resume is not None and run.has_checkpoint("last"):
+            trainer.load_state_dict(run.load_checkpoint("last", trainer.device))
+        if world.is_main:
+            if resume is not None:  # drop epochs after the checkpoint (all, if none)
+                run.truncate_metrics(trainer.epoch)
+            run.write_environment({**environment(str(trainer.device)),
+                                   **trainer.speed_settings(), "processes": world.size})
+            inputs = trainer.inputs
+            run.write_preprocessing(Preprocessing(
+                classes=data.classes, image_size=data.image_size, resize=cfg.data.resize,
+                input_size=inputs.size, interpolation=inputs.interpolation,
+                mean=inputs.mean.tolist(), std=inputs.std.tolist(), skipped_files=data.skipped,
+                channels=data.channels))
+        try:
+            summary = trainer.fit()
+        finally:  # a replica outliving its process group aborts the process at exit
+            trainer.release_replica()
     if world.is_main:
         run.write_summary({**summary, "processes": world.size})
     return run, summary

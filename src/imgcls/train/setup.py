@@ -7,7 +7,8 @@ ready-made and runs the loop; every choice a config makes is resolved here, once
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,21 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError("train.device = 'cuda': no CUDA device is available; use auto or cpu")
     return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
                         "cpu" if name == "auto" else name)
+
+
+@contextmanager
+def callers_torch_settings() -> Iterator[None]:
+    """Give back the thread count and determinism setting that `prepare_device` changes
+    for a run: a later run in the same process (a notebook, a fit's trials, a test suite)
+    without `train.threads` would otherwise keep this run's count, one core if it asked
+    for one."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def prepare_device(t: TrainConfig, world: World) -> torch.device:
