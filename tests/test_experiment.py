@@ -210,6 +210,8 @@ def test_sweep_with_workers_and_report(tmp_path, folder, monkeypatch):
     assert "| batch_size=8 | 2 |" in (exp_dir / "results.md").read_text()
     _, groups = experiment_groups(exp_dir)
     assert [g.spread.n for g in groups] == [2, 2] and groups[1].vs_baseline is not None
+    compared = compare_runs([exp_dir])  # the plan's baseline (its first variant), though
+    assert [g.name for g in compared if g.is_baseline] == ["exp/batch_size=8"]  # "1" < "8"
 
     from imgcls.report import create_report
 

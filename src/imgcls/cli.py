@@ -465,7 +465,8 @@ def compare(
     where: WhereOption = [],  # noqa: B006
     metric: Annotated[str, typer.Option(help="Summary figure compared.")] = "test_accuracy",
     baseline: Annotated[str | None, typer.Option(
-        help="The group the others are tested against (default: the first).")] = None,
+        help="The group the others are tested against (default: an experiment folder's "
+        "own baseline, else the first by name).")] = None,
     sort: Annotated[bool, typer.Option(help="Best group first (the baseline stays first).")
                     ] = True,
 ) -> None:

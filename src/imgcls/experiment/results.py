@@ -66,9 +66,13 @@ def compare_runs(paths: Iterable[Path], by: str | None = None, where: Iterable[s
                  best_first: bool = True) -> list[Group]:
     """`imgcls compare`: the runs under `paths` (filtered by `where`, e.g. 'model.name=vgg6'),
     grouped by the config key `by` (default: the run's name, i.e. its experiment variant),
-    each group against `baseline` (default: the first by name)."""
+    each group against `baseline` (default: the one experiment folder's own baseline, else
+    the first by name)."""
     if metric not in SUMMARY_METRICS:
         raise ValueError(f"--metric {metric!r}: valid: {', '.join(SUMMARY_METRICS)}")
+    paths = list(paths)
+    if baseline is None and by is None:
+        baseline = _planned_baseline(paths)
     records = select(find_runs(paths), parse_where(list(where)))
     if by is not None and records and all(r.value(by) is None for r in records):
         raise ValueError(f"--by {by!r}: no run has this key")
@@ -78,6 +82,16 @@ def compare_runs(paths: Iterable[Path], by: str | None = None, where: Iterable[s
 
     groups = compare(records, group_of, metric, baseline, sorted({group_of(r) for r in records}))
     return _best_first(groups, metric) if best_first else groups
+
+
+def _planned_baseline(paths: list[Path]) -> str | None:
+    """The baseline variant that `imgcls sweep` saved for the experiment, as its runs name
+    it, when `paths` is one experiment folder (its plan, not the alphabet, says which)."""
+    plans = [p / "experiment.json" for p in paths if (p / "experiment.json").is_file()]
+    if len(paths) != 1 or not plans:
+        return None
+    plan = json.loads(plans[0].read_text())
+    return f"{plan['name']}/{plan['baseline']}" if plan.get("baseline") else None
 
 
 def _best_first(groups: list[Group], metric: str) -> list[Group]:
