@@ -284,7 +284,9 @@ def test_gated_tta_gives_the_views_only_to_unsure_images():
 # -- lr-find ---------------------------------------------------------------------------------
 def test_lr_find_on_a_tiny_model(folder, tmp_path):
     cfg = config(folder, optim={"name": "adamw", "lr": 0.01, "norm_lr_scale": 2})
+    torch.set_num_threads(3)  # the caller's; the config asks for one
     result = lr_find(cfg, tmp_path / "find", start=1e-4, end=100, steps=60)
+    assert torch.get_num_threads() == 3 and not torch.are_deterministic_algorithms_enabled()
     assert result.lrs == pytest.approx(list(exponential_lrs(1e-4, 100, 60)[:len(result.lrs)]))
     assert "diverged" in result.stopped and len(result.lrs) < 60
     # it learned on the way

@@ -87,11 +87,10 @@ def compare_runs(paths: Iterable[Path], by: str | None = None, where: Iterable[s
 def _planned_baseline(paths: list[Path]) -> str | None:
     """The baseline variant that `imgcls sweep` saved for the experiment, as its runs name
     it, when `paths` is one experiment folder (its plan, not the alphabet, says which)."""
-    plans = [p / "experiment.json" for p in paths if (p / "experiment.json").is_file()]
-    if len(paths) != 1 or not plans:
+    if len(paths) != 1 or not (paths[0] / "experiment.json").is_file():
         return None
-    plan = json.loads(plans[0].read_text())
-    return f"{plan['name']}/{plan['baseline']}" if plan.get("baseline") else None
+    plan = json.loads((paths[0] / "experiment.json").read_text())
+    return f"{plan['name']}/{plan['baseline']}"
 
 
 def _best_first(groups: list[Group], metric: str) -> list[Group]:

@@ -29,6 +29,7 @@ __all__ = ["Trainer", "train", "load_model"]
 log = get_logger(__name__)
 
 
+@callers_torch_settings()
 def train(cfg: Config | None = None, run_dir: str | Path | None = None,
           resume: str | Path | None = None,
           callbacks: Sequence[Callback] = ()) -> tuple[Run, dict[str, Any]]:
@@ -61,25 +62,24 @@ def train(cfg: Config | None = None, run_dir: str | Path | None = None,
             update={"image_size": data.chosen_size})})
         if world.is_main:
             run.write_config(cfg)
-    with callers_torch_settings():
-        trainer = Trainer(cfg, run, data, callbacks)
-        if resume is not None and run.has_checkpoint("last"):
-            trainer.load_state_dict(run.load_checkpoint("last", trainer.device))
-        if world.is_main:
-            if resume is not None:  # drop epochs after the checkpoint (all, if none)
-                run.truncate_metrics(trainer.epoch)
-            run.write_environment({**environment(str(trainer.device)),
-                                   **trainer.speed_settings(), "processes": world.size})
-            inputs = trainer.inputs
-            run.write_preprocessing(Preprocessing(
-                classes=data.classes, image_size=data.image_size, resize=cfg.data.resize,
-                input_size=inputs.size, interpolation=inputs.interpolation,
-                mean=inputs.mean.tolist(), std=inputs.std.tolist(), skipped_files=data.skipped,
-                channels=data.channels))
-        try:
-            summary = trainer.fit()
-        finally:  # a replica outliving its process group aborts the process at exit
-            trainer.release_replica()
+    trainer = Trainer(cfg, run, data, callbacks)
+    if resume is not None and run.has_checkpoint("last"):
+        trainer.load_state_dict(run.load_checkpoint("last", trainer.device))
+    if world.is_main:
+        if resume is not None:  # drop epochs after the checkpoint (all, if there is none)
+            run.truncate_metrics(trainer.epoch)
+        run.write_environment({**environment(str(trainer.device)), **trainer.speed_settings(),
+                               "processes": world.size})
+        inputs = trainer.inputs
+        run.write_preprocessing(Preprocessing(
+            classes=data.classes, image_size=data.image_size, resize=cfg.data.resize,
+            input_size=inputs.size, interpolation=inputs.interpolation,
+            mean=inputs.mean.tolist(), std=inputs.std.tolist(), skipped_files=data.skipped,
+            channels=data.channels))
+    try:
+        summary = trainer.fit()
+    finally:  # a replica outliving its process group aborts the process at exit
+        trainer.release_replica()
     if world.is_main:
         run.write_summary({**summary, "processes": world.size})
     return run, summary

@@ -16,6 +16,7 @@ import torch
 from imgcls.config import Config, ConfigError
 from imgcls.data import load_data
 from imgcls.tracking.run import Run
+from imgcls.train.setup import callers_torch_settings
 from imgcls.train.trainer import Trainer
 
 
@@ -64,6 +65,7 @@ def suggest(lrs: list[float], smoothed: list[float], skip: float = 0.1
     return lrs[first + int(np.argmin(slope))], lrs[lowest]
 
 
+@callers_torch_settings()
 def lr_find(cfg: Config, out: str | Path, start: float = 1e-6, end: float = 10.0,
             steps: int = 100, diverge: float = 4.0) -> LRFindResult:
     """Run the range test into the folder `out` (config, lr_find.json are written there)."""

@@ -56,7 +56,8 @@ def callers_torch_settings() -> Iterator[None]:
     """Give back the thread count and determinism setting that `prepare_device` changes
     for a run: a later run in the same process (a notebook, a fit's trials, a test suite)
     without `train.threads` would otherwise keep this run's count, one core if it asked
-    for one."""
+    for one. Wraps every entry point that builds a Trainer (`train`, `lr_find`), as a
+    decorator."""
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     try:
