@@ -10,10 +10,11 @@ The peer is installed unchanged, without its dependencies, into benchmarks/.airb
 (`pip install --target`), so it runs on imgcls's own torch: the same kernels on both sides.
 On a GPU it runs as published. On a CPU the harness redirects, for the peer's run only, its
 CUDA calls (`.cuda()`, `torch.cuda.Event`, `torch.cuda.synchronize`, `torch.load` onto
-cuda:0) to the CPU, and its half precision to the CPU's best: bf16 autocast where the CPU
-has bf16 units, float32 elsewhere (its weights stay float32, so its lookahead averaging
-still sees them). The output says which. The bf16 autocast covers the network's forward
-pass only (the harness hands `train94` a `make_net` whose forward runs under it). An
+cuda:0) to the CPU, and its half precision to the precision imgcls's `train.amp: auto`
+chooses on this CPU, for both sides (`--precision float32|bf16` sets it instead): bf16
+autocast or float32 (its weights stay float32, so its lookahead averaging still sees them).
+The output and the JSON's machine line say which. The bf16 autocast covers the network's
+forward pass only (the harness hands `train94` a `make_net` whose forward runs under it). An
 autocast around the whole run, as this harness first had, left airbench94 at 10.00% on a
 Zen 4, for two reasons: the whitening was set up from a patch covariance computed in bf16
 (two of its 12 eigenvalues came out negative, -0.005, beyond the peer's eps of 5e-4: NaN
@@ -28,11 +29,12 @@ and run again by the next invocation.
 Both sides see the same images: the JPEG-decoded CIFAR-10 that imgcls loads is written in
 the peer's own file format (cifar10/train.pt, test.pt). airbench94 trains on all 50,000
 training images for 9.9 epochs and reports its test accuracy with its TTA; imgcls's
-`configs/cifar10-fast.yaml` trains on 49,000 (1,000 held out for validation) for 8 epochs,
-TTA mirror_translate. Times: the peer's own clock (training plus its final TTA evaluation,
-as it reports them; its per-epoch test evaluations and data loading excluded) against
-imgcls's whole wall time (data, validation every epoch and the test included), which
-favours the peer. Rerun the same command to continue: finished runs are kept in the JSON.
+`configs/cifar10-fast.yaml` trains on 49,000 (1,000 held out for validation) for 8 epochs
+and gives the mirror_translate TTA to the test images whose top-1 lead is under 0.5. Times:
+the peer's own clock (training plus its final TTA evaluation, as it reports them; its
+per-epoch test evaluations and data loading excluded) against imgcls's whole wall time
+(data, validation every epoch and the test included), which favours the peer. Rerun the
+same command to continue: finished runs are kept in the JSON.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import os
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,11 +57,12 @@ import torch
 
 from imgcls.configure import load_config
 from imgcls.data import load_data
-from imgcls.hardware import cpu_bf16_units, machine_line
+from imgcls.hardware import machine_line
 from imgcls.tracking.io import atomic_write_json
 from imgcls.tracking.run import Run
 from imgcls.train import train
 from imgcls.train.callbacks import near_chance
+from imgcls.train.precision import Precision, resolve_precision
 
 PEER_DIR = Path(__file__).with_name(".airbench")
 CLASSES, TEST_IMAGES = 10, 10_000
@@ -163,11 +167,11 @@ def parse_peer_log(text: str) -> dict[str, Any]:
     return {**final, "curve": curve}
 
 
-def run_peer(seed: int, root: Path, epochs: float | None) -> dict[str, Any]:
+def run_peer(seed: int, root: Path, epochs: float | None, bf16: bool) -> dict[str, Any]:
     import airbench
 
     on_gpu = torch.cuda.is_available()
-    bf16 = not on_gpu and bool(cpu_bf16_units())
+    bf16 = bf16 and not on_gpu
     os.chdir(root)  # the peer reads ./cifar10/{train,test}.pt
     torch.manual_seed(seed)
     out = io.StringIO()
@@ -228,7 +232,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.set_ylim(0.5, 1.0)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    ax.set_title(results["machine"], fontsize=7)
+    ax.set_title(textwrap.fill(results["machine"], 120), fontsize=7)  # one line is cut off
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -250,6 +254,12 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def cpu_precision(requested: str) -> Precision:
+    """The precision both sides train in on a CPU: imgcls's own choice for `auto`."""
+    amp = {"auto": "auto", "float32": "none", "bf16": "bf16"}[requested]
+    return resolve_precision(amp, torch.device("cpu"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="../shared/datasets/cifar10-jpeg.tar.gz")
@@ -260,7 +270,12 @@ def main() -> None:
     parser.add_argument("--peer-epochs", type=float, help="shorter peer runs (smoke tests)")
     parser.add_argument("--set", dest="sets", action="append", default=[],
                         help="KEY=VALUE overrides of imgcls's recipe (smoke tests)")
+    parser.add_argument("--precision", choices=["auto", "float32", "bf16"], default="auto",
+                        help="both sides' precision on a CPU; auto: what imgcls's "
+                        "train.amp auto chooses here")
     args = parser.parse_args()
+    precision = cpu_precision(args.precision)
+    imgcls_amp = [] if torch.cuda.is_available() else [f"train.amp={precision.amp}"]
 
     data_path = str(Path(args.data).resolve())
     here, root, out = Path.cwd(), Path(args.work), Path(args.out).resolve()
@@ -270,7 +285,8 @@ def main() -> None:
     json_path = out.with_suffix(".json")
     results = (json.loads(json_path.read_text()) if json_path.is_file() else
                {"airbench94": [], "imgcls": []})
-    machine = machine_line("imgcls: train.amp and train.compile on auto")
+    print(f"precision: {precision.describe()}")
+    machine = machine_line(f"both sides: {precision.label}; imgcls: train.compile auto")
     if results.get("machine", machine) != machine:
         sys.exit(f"{json_path} holds runs of another machine ({results['machine']}); "
                  f"this one is {machine}: pass --out to start a file of its own")
@@ -281,8 +297,9 @@ def main() -> None:
             if any(r["seed"] == seed for r in results[side]):
                 continue
             os.chdir(here)
-            result = (run_peer(seed, root, args.peer_epochs) if side == "airbench94" else
-                      run_imgcls(seed, data_path, root, args.sets))
+            result = (run_peer(seed, root, args.peer_epochs, precision.amp == "bf16")
+                      if side == "airbench94" else
+                      run_imgcls(seed, data_path, root, [*imgcls_amp, *args.sets]))
             os.chdir(here)
             failed = near_chance(result["test_accuracy"], 1 / CLASSES, TEST_IMAGES)
             if failed:

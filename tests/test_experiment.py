@@ -321,14 +321,10 @@ def test_tune_without_a_search_space_is_explained(tmp_path, folder):
         run_tune(load_experiment(exp), tmp_path / "out")
 
 
-def test_runs_and_compare_filter_sort_and_group_across_experiments(tmp_path, folder,
-                                                                     monkeypatch):
+def test_runs_and_compare_filter_sort_and_group_across_experiments(tmp_path, folder):
     from typer.testing import CliRunner
 
-    from imgcls import cli
     from imgcls.cli import app
-
-    monkeypatch.setattr(cli.console, "width", 200)
 
     for name, lr in (("a", 0.01), ("b", 0.003)):
         exp = write_experiment(tmp_path / f"{name}.yaml", base=base(folder, epochs=1),
@@ -336,7 +332,7 @@ def test_runs_and_compare_filter_sort_and_group_across_experiments(tmp_path, fol
         (tmp_path / f"{name}.yaml").write_text(
             (tmp_path / f"{name}.yaml").read_text().replace("name: exp", f"name: {name}"))
         run_sweep(load_experiment(exp), tmp_path / "runs" / name)
-    runner = CliRunner()
+    runner = CliRunner(env={"COLUMNS": "200"})  # the console reads it at each print
     listed = runner.invoke(app, ["runs", str(tmp_path / "runs"), "--where",
                                  "train.batch_size=8", "--sort=-test_accuracy"])
     assert listed.exit_code == 0, listed.output

@@ -1,11 +1,14 @@
-"""The fast path's choices: `train.amp: auto` from the hardware's bf16 units, recorded in the
-run; bf16 autocast training that still learns; torch.compile; and the finite-loss check
-that looks at the device only every `train.sync_every` steps yet names the first bad one."""
+"""The fast path's choices: `train.amp: auto` from the bf16 units and their measured speed,
+recorded in the run; bf16 autocast training that still learns; torch.compile; and the
+finite-loss check that looks at the device only every `train.sync_every` steps yet names the
+first bad one."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -15,7 +18,7 @@ from conftest import learning_config as config
 from imgcls.hardware import cpu_bf16_units, machine_line
 from imgcls.train import load_model, train
 from imgcls.train.callbacks import Callback
-from imgcls.train.precision import resolve_precision
+from imgcls.train.precision import DTYPES, _cache_file, bf16_speedup, resolve_precision
 from imgcls.train.trainer import TrainingDiverged
 
 CPU = torch.device("cpu")
@@ -23,21 +26,52 @@ CPU = torch.device("cpu")
 
 
 
-@pytest.mark.parametrize("flags, amp", [
-    ({"avx2", "amx_bf16", "amx_tile", "avx512_bf16"}, "bf16"),  # Sapphire Rapids
-    ({"avx2", "avx512f", "avx512_bf16"}, "bf16"),                # Zen 4, Cooper Lake
-    ({"avx2", "avx512f"}, "none"),                               # Skylake-SP, Ice Lake
-    ({"avx2", "fma"}, "none"),                                   # Zen 2/3
-    (set(), "none"),                                             # flags unknown
+@pytest.mark.parametrize("flags, speedup, amp", [
+    ({"avx2", "amx_bf16", "amx_tile", "avx512_bf16"}, 2.0, "bf16"),  # Sapphire Rapids
+    ({"avx2", "avx512f", "avx512_bf16"}, 2.1, "bf16"),                # Zen 4
+    ({"avx2", "avx512f", "avx512_bf16"}, 0.72, "none"),               # Xeon, AMX hidden
+    ({"avx2", "avx512f"}, 2.0, "none"),                               # Skylake-SP, Ice Lake
+    ({"avx2", "fma"}, None, "none"),                                  # Zen 2/3
+    (set(), None, "none"),                                            # flags unknown
 ])
-def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units(flags, amp):
-    chosen = resolve_precision("auto", CPU, flags)
-    assert chosen.amp == amp
-    assert chosen.reason.startswith("auto: the CPU has")
-    if amp == "bf16":
-        assert "bf16 units (" in chosen.reason and chosen.dtype is torch.bfloat16
+def test_auto_precision_is_bf16_only_where_bf16_units_train_faster(flags, speedup, amp):
+    chosen = resolve_precision("auto", CPU, flags, speedup)
+    assert chosen.amp == amp and chosen.dtype is DTYPES[amp]
+    assert chosen.reason.startswith("auto: the CPU")
+    if not {"amx_bf16", "avx512_bf16"} & flags:
+        assert "no bf16 units" in chosen.reason  # emulated bf16: no measurement needed
     else:
-        assert "no bf16 units" in chosen.reason and chosen.dtype is None
+        assert "bf16 units (" in chosen.reason and f"at {speedup:.2f}x float32" in chosen.reason
+
+
+def test_the_bf16_speedup_is_measured_once_per_machine_and_shared(tmp_path, monkeypatch):
+    """Threads stand in for processes that start together: each opens the lock file itself,
+    so they queue at it as processes do; the first measures, the rest read its answer."""
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path))
+    calls = []
+
+    def slow_measure() -> float:
+        calls.append(1)
+        time.sleep(0.3)
+        return 0.5 + len(calls)
+
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: bf16_speedup(slow_measure), range(3)))
+    assert answers == [1.5, 1.5, 1.5] and len(calls) == 1
+    cache = tmp_path / "bf16_speedup.json"
+    assert list(json.loads(cache.read_text()).values()) == [1.5]
+    cache.write_text("{not json")  # a damaged cache is measured again, not an error
+    assert bf16_speedup(slow_measure) == 2.5 and len(calls) == 2
+
+
+def test_the_measurement_leaves_the_callers_random_stream_alone():
+    _cache_file().unlink(missing_ok=True)  # measured here; the later `auto` runs reuse it
+    torch.manual_seed(7)
+    speedup = bf16_speedup()
+    after = torch.rand(3)
+    torch.manual_seed(7)
+    assert torch.equal(after, torch.rand(3))
+    assert 0.05 < speedup < 20  # a ratio of two speeds of the same network, not a crash
 
 
 def test_an_explicit_precision_is_kept_whatever_the_cpu():

@@ -428,10 +428,11 @@ class TrainConfig(Strict):
         "auto", description="Where to train; `auto`: CUDA when available, else the CPU.")
     amp: Literal["auto", "none", "bf16", "fp16"] = Field(
         "auto", description="Mixed precision: `bf16` autocast, `fp16` with loss scaling "
-        "(CUDA only; not with `optim.sam`), `none` (float32). `auto`: bf16 where the hardware "
-        "has bf16 units (CPUs with AMX-BF16 or AVX512-BF16, CUDA devices with bf16), float32 "
-        "elsewhere; the choice and its reason are recorded in the run's environment.json and "
-        "summary.")
+        "(CUDA only; not with `optim.sam`), `none` (float32). `auto`: bf16 on CUDA devices "
+        "with bf16, and on CPUs with bf16 units (AMX-BF16, AVX512-BF16) where bf16 measured "
+        "at least 1.2x float32's training speed (timed once per CPU model and torch version, "
+        "cached); float32 elsewhere. The choice and its reason are recorded in the run's "
+        "environment.json and summary.")
     compile: Literal["auto"] | bool = Field(
         "auto", description="`torch.compile` the training network: `true`, `false`, or "
         "`auto` (on on CUDA; off on the CPU, where the compiled fast-recipe step measured "

@@ -1,9 +1,10 @@
-"""What the machine is: the CPU's model and its bf16 units, read from the kernel. A leaf
-module, so that runs (environment.json), the precision choice and every benchmark's header
-describe the hardware the same way."""
+"""What the machine is: the CPU's model and its bf16 units, read from the kernel, and where
+it keeps imgcls's caches. A leaf module, so that runs (environment.json), the precision
+choice and every benchmark's header describe the hardware the same way."""
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -37,6 +38,11 @@ def cpu_bf16_units(flags: set[str] | None = None) -> list[str]:
     """Which of the CPU's bf16 units exist (empty: none, bf16 would be emulated)."""
     flags = cpu_flags() if flags is None else flags
     return [flag for flag in BF16_CPU_FLAGS if flag in flags]
+
+
+def default_cache_dir() -> Path:
+    """Where caches go unless a config names a folder: `$IMGCLS_CACHE` or ~/.cache/imgcls."""
+    return Path(os.environ.get("IMGCLS_CACHE") or Path.home() / ".cache" / "imgcls").expanduser()
 
 
 def machine_line(precision: str) -> str:

@@ -4,12 +4,13 @@ each image's name (its path where it came from a file) and pixel digest."""
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+from imgcls.hardware import default_cache_dir
 
 if TYPE_CHECKING:
     from imgcls.config import DataConfig
@@ -80,5 +81,4 @@ class Source(Protocol):
 
 
 def cache_root(cfg: DataConfig) -> Path:
-    root = cfg.cache_dir or os.environ.get("IMGCLS_CACHE") or Path.home() / ".cache" / "imgcls"
-    return Path(root).expanduser()
+    return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
