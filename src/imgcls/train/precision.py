@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 
 from imgcls.hardware import cpu_bf16_units, cpu_model, default_cache_dir, machine_line
+from imgcls.tracking.io import atomic_write_json
 
 BF16_FASTER = 1.2  # bf16 is chosen from this speed-up over float32 on (far from 0.72 and 2)
 
@@ -90,8 +91,6 @@ def bf16_speedup(measure: Callable[[], float] = _measure_bf16_speedup) -> float:
 
 
 def _cached(path: Path, key: str, measure: Callable[[], float]) -> float:
-    from imgcls.tracking.io import atomic_write_json
-
     try:
         known = json.loads(path.read_text()) if path.is_file() else {}
     except ValueError:
