@@ -327,11 +327,20 @@ def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(folder, tmp_p
 
 # -- progressive resizing --------------------------------------------------------------------
 class RecordSizes(Callback):
+    """The image sizes the network was actually fed in training, per epoch."""
+
     def __init__(self):
-        self.sizes = []
+        self.sizes, self.seen = [], set()
+
+    def on_fit_start(self, trainer):
+        def record(module, args):
+            if module.training and torch.is_grad_enabled():  # not the no-grad mode probe
+                self.seen.add(args[0].shape[-1])
+        trainer.model.register_forward_pre_hook(record)
 
     def on_epoch_end(self, trainer, metrics):
-        self.sizes.append(trainer.train_size(metrics["epoch"] - 1))
+        self.sizes.append(self.seen)
+        self.seen = set()
 
 
 def test_progressive_resizing_trains_small_then_full_size(folder, tmp_path):
@@ -339,10 +348,8 @@ def test_progressive_resizing_trains_small_then_full_size(folder, tmp_path):
     cfg = config(folder, model={"name": "fastnet94", "args": {}},
                  train={"epochs": 5, "image_sizes": [12, 16, 24]})
     run, summary = train(cfg, tmp_path / "run", callbacks=[sizes])
-    assert sizes.sizes == [12, 16, 24, 24, 24]  # the last entry holds
+    assert sizes.sizes == [{12}, {16}, {24}, {24}, {24}]  # the last entry holds
     at_least(summary["test_accuracy"], 0.6, "test accuracy", summary["images"]["test"])
-    fast = [m["images_per_second"] for m in run.metrics()]
-    assert fast[0] > fast[-1]  # a 12 px epoch processes images faster than a 24 px one
     with pytest.raises(ConfigError, match="image_sizes.0"):
         validate({"train": {"image_sizes": [2]}})
     _, cropped = train(cfg.model_copy(update={"train": cfg.train.model_copy(
