@@ -347,7 +347,7 @@ def test_progressive_resizing_trains_small_then_full_size(folder, tmp_path):
     sizes = RecordSizes()
     cfg = config(folder, model={"name": "fastnet94", "args": {}},
                  train={"epochs": 5, "image_sizes": [12, 16, 24]})
-    run, summary = train(cfg, tmp_path / "run", callbacks=[sizes])
+    _, summary = train(cfg, tmp_path / "run", callbacks=[sizes])
     assert sizes.sizes == [{12}, {16}, {24}, {24}, {24}]  # the last entry holds
     at_least(summary["test_accuracy"], 0.6, "test accuracy", summary["images"]["test"])
     with pytest.raises(ConfigError, match="image_sizes.0"):
