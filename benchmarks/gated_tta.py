@@ -79,8 +79,11 @@ def main() -> None:
     parser.add_argument("--results", type=Path,
                         default=Path("benchmarks/results/gated_tta.json"))
     args = parser.parse_args()
+    skipped = [p for p in args.runs if not p.is_dir()]  # a sweep's seed-N.lock files
+    if skipped:
+        print(f"not run folders, skipped: {', '.join(map(str, skipped))}", flush=True)
     runs = []
-    for run_dir in args.runs:
+    for run_dir in (p for p in args.runs if p.is_dir()):
         runs.append(measure(run_dir, args.margins, args.repeats))
         print(json.dumps(runs[-1]), flush=True)
     report = {"machine": machine_line("the runs' own precision"), "runs": runs,
