@@ -79,11 +79,13 @@ def main() -> None:
     parser.add_argument("--results", type=Path,
                         default=Path("benchmarks/results/gated_tta.json"))
     args = parser.parse_args()
-    skipped = [p for p in args.runs if not p.is_dir()]  # a sweep's seed-N.lock files
-    if skipped:
-        print(f"not run folders, skipped: {', '.join(map(str, skipped))}", flush=True)
+    run_dirs = [p for p in args.runs if p.is_dir()]  # a glob also catches seed-N.lock files
+    if skipped := [str(p) for p in args.runs if p not in run_dirs]:
+        print(f"not run folders, skipped: {', '.join(skipped)}", flush=True)
+    if not run_dirs:
+        parser.error("no run folders among the paths given (a run folder holds config.yaml)")
     runs = []
-    for run_dir in (p for p in args.runs if p.is_dir()):
+    for run_dir in run_dirs:
         runs.append(measure(run_dir, args.margins, args.repeats))
         print(json.dumps(runs[-1]), flush=True)
     report = {"machine": machine_line("the runs' own precision"), "runs": runs,
